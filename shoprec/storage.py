@@ -1,0 +1,89 @@
+"""Where raw data lives: a local folder or ``s3://bucket/prefix``, read through one small API.
+
+S3 access goes through boto3, which takes its endpoint from ``AWS_ENDPOINT_URL`` (MinIO, moto) and
+retries throttling and connection errors itself (botocore "standard" retry mode); we only add a clear
+error naming the endpoint when the retries run out.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+EVENT_SUFFIXES = (".jsonl.gz", ".jsonl", ".json.gz", ".json")
+
+
+class StorageError(RuntimeError):
+    """Raw data could not be listed or read; the message names the endpoint or path."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, uri: str) -> "S3Location":
+        rest = uri[len("s3://"):]
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise StorageError(f"bad S3 URI {uri!r}: expected s3://bucket/prefix")
+        return cls(bucket, prefix.strip("/"))
+
+
+def s3_client(max_attempts: int = 5, connect_timeout: float = 5.0):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        config=Config(retries={"max_attempts": max_attempts, "mode": "standard"},
+                      connect_timeout=connect_timeout, read_timeout=30),
+    )
+
+
+def _endpoint() -> str:
+    return os.environ.get("AWS_ENDPOINT_URL", "the default AWS S3 endpoint")
+
+
+def list_event_files(uri: str) -> list[str]:
+    """Every raw event file under ``uri/events`` (sorted), as local paths or s3:// URIs."""
+    if uri.startswith("s3://"):
+        loc = S3Location.parse(uri)
+        prefix = f"{loc.prefix}/events/" if loc.prefix else "events/"
+        try:
+            pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix)
+            keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        except Exception as e:  # botocore raises many types; all mean the same to the user
+            raise StorageError(f"cannot list s3://{loc.bucket}/{prefix} at {_endpoint()}: {e}") from e
+        return sorted(f"s3://{loc.bucket}/{k}" for k in keys if k.endswith(EVENT_SUFFIXES))
+    root = Path(uri) / "events"
+    if not root.is_dir():
+        raise StorageError(f"no events folder at {root}")
+    return sorted(str(p) for p in root.rglob("*") if p.is_file() and p.name.endswith(EVENT_SUFFIXES))
+
+
+def read_bytes(uri: str) -> bytes:
+    if uri.startswith("s3://"):
+        loc = S3Location.parse(uri)
+        try:
+            return s3_client().get_object(Bucket=loc.bucket, Key=loc.prefix)["Body"].read()
+        except Exception as e:
+            raise StorageError(f"cannot read {uri} at {_endpoint()}: {e}") from e
+    return Path(uri).read_bytes()
+
+
+def join(uri: str, name: str) -> str:
+    return f"{uri.rstrip('/')}/{name}"
+
+
+def upload_folder(local: str | Path, uri: str) -> int:
+    """Copy a local folder to ``s3://bucket/prefix`` (used by tests and ``shoprec data synth --out s3://``)."""
+    loc, client, n = S3Location.parse(uri), s3_client(), 0
+    for path in sorted(Path(local).rglob("*")):
+        if path.is_file():
+            key = "/".join(filter(None, [loc.prefix, str(path.relative_to(local))]))
+            client.upload_file(str(path), loc.bucket, key)
+            n += 1
+    return n

@@ -1,0 +1,307 @@
+"""Train the sequential recommender with PyTorch DDP.
+
+Run it under torchrun (2 gloo workers on a CPU; one worker per GPU with NCCL on a GPU node):
+
+    torchrun --standalone --nproc_per_node=2 --max-restarts=3 -m shoprec.train \\
+        --features features/ --out model/ --recipe configs/seqrec/builtin.yaml --epochs 20
+
+or from Python with :func:`launch`, which builds exactly that command. Each process trains on its
+shard of the shoppers (DistributedSampler), gradients are averaged by DDP, validation is split
+across the processes and summed. Only rank 0 logs, shows progress and writes files. A checkpoint is
+written atomically after every epoch; a restarted run (``--max-restarts``) resumes from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from shoprec import metrics
+from shoprec.features import load_items, load_sequences
+from shoprec.models.seqrec import PAD, SeqRec, SeqRecConfig, left_pad, save_model
+
+log = logging.getLogger("shoprec.train")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    """Most passes over the training shoppers."""
+    batch_size: int = 128
+    """Shoppers per step on each process (the global batch is this times the world size)."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    patience: int = 5
+    """Stop after this many epochs without a better validation NDCG@10."""
+    seed: int = 0
+    """Seed for initialisation, shuffling, masking and negatives."""
+    amp: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+    eval_batch_size: int = 512
+    """Users scored at once in evaluation."""
+    max_train_minutes: float = 0.0
+    """Stop training after this many minutes (0: no limit)."""
+    model: SeqRecConfig = field(default_factory=SeqRecConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        model = SeqRecConfig.from_dict(d.pop("model", {}))
+        known = {f.name for f in fields(cls)} - {"model"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s): {sorted(unknown)}")
+        return cls(model=model, **d)
+
+
+def load_recipe(path: str | Path | None, **overrides) -> TrainConfig:
+    """A recipe file (YAML) of TrainConfig fields with a ``model:`` section, then explicit overrides."""
+    import yaml
+
+    d = yaml.safe_load(Path(path).read_text()) if path else {}
+    d = d or {}
+    model_over = overrides.pop("model", {}) or {}
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    d["model"] = {**d.get("model", {}), **model_over}
+    return TrainConfig.from_dict(d)
+
+
+class TrainSequences(Dataset):
+    """One example per shopper: the training part of the sequence (all but the last two items)."""
+
+    def __init__(self, seqs: list[list[int]], max_len: int):
+        self.seqs = [s[:-2][-(max_len + 1):] for s in seqs if len(s) >= 3]
+
+    def __len__(self):
+        return len(self.seqs)
+
+    def __getitem__(self, i):
+        return self.seqs[i]
+
+
+def make_batch(batch: list[list[int]], cfg: SeqRecConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets, both (B, max_len), left-padded; target PAD means 'no loss here'."""
+    if cfg.objective == "sasrec":
+        return left_pad([s[:-1] for s in batch], cfg.max_len), left_pad([s[1:] for s in batch], cfg.max_len)
+    seq = left_pad(batch, cfg.max_len)
+    real = seq != PAD
+    masked = (torch.rand(seq.shape, generator=gen) < cfg.mask_prob) & real
+    # Always mask the last item of some sequences: that is the position used at inference.
+    last = torch.rand(seq.shape[0], generator=gen) < cfg.mask_prob
+    masked[:, -1] |= last & real[:, -1]
+    none = ~masked.any(1) & real.any(1)
+    masked[none, -1] = True
+    inputs = seq.masked_fill(masked, cfg.mask_token)
+    targets = seq.masked_fill(~masked, PAD)
+    return inputs, targets
+
+
+def evaluate_split(model: SeqRec, seqs: list[list[int]], split: str, batch_size: int, device,
+                   rank: int = 0, world: int = 1) -> dict[str, float]:
+    """Leave-one-out metrics summed over this process's share of users (``split``: valid or test)."""
+    cut = 2 if split == "valid" else 1
+    mine = [s for s in seqs[rank::world] if len(s) >= 3]
+    sums: dict[str, float] = {}
+    model.eval()
+    for i in range(0, len(mine), batch_size):
+        chunk = mine[i:i + batch_size]
+        histories = [s[:-cut] for s in chunk]
+        targets = torch.tensor([s[-cut] for s in chunk], dtype=torch.long)
+        scores = model.next_item_scores(left_pad(histories, model.cfg.max_len).to(device)).float().cpu()
+        ranks = metrics.target_ranks(scores, targets, exclude=histories)
+        sums = metrics.add(sums, metrics.metric_sums(ranks))
+    return sums
+
+
+def _all_reduce_sums(sums: dict[str, float], device) -> dict[str, float]:
+    if not dist.is_initialized():
+        return sums
+    keys = sorted(metrics.metric_sums(torch.zeros(0)).keys())
+    t = torch.tensor([sums.get(k, 0.0) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return dict(zip(keys, t.tolist()))
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(features: str | Path, out: str | Path, config: TrainConfig | None = None, resume: bool = True,
+          progress: bool = True) -> dict:
+    """Train on ``features`` and write the best model to ``out``; returns the run summary (rank 0)."""
+    cfg = config or TrainConfig()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    is_main = rank == 0
+    out = Path(out)
+    ckpt_dir = out / "checkpoints"
+    if is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    users, seqs = load_sequences(features)
+    items = load_items(features)
+    cfg.model.n_items = len(items)
+    torch.manual_seed(cfg.seed)
+    model = SeqRec(cfg.model).to(device)
+    ddp = DDP(model, device_ids=[local_rank] if use_cuda else None) if world > 1 else model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    data = TrainSequences(seqs, cfg.model.max_len)
+    sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
+    loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, collate_fn=list)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    neg_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 1)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and cfg.amp)
+
+    state = {"epoch": -1, "best_ndcg": -1.0, "best_epoch": -1, "stale": 0, "history": [], "train_seconds": 0.0,
+             "sequences_seen": 0}
+    last = ckpt_dir / "last.pt"
+    if resume and last.exists():
+        ckpt = torch.load(last, map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optim"])
+        state = ckpt["state"]
+        gen.manual_seed(cfg.seed * 1000 + rank + 7919 * (state["epoch"] + 1))
+        if is_main:
+            log.info("resumed from %s after epoch %d (best valid ndcg@10 %.4f)", last, state["epoch"],
+                     state["best_ndcg"])
+    if is_main:
+        log.info("training %s/%s on %d shoppers, %d items, world size %d, device %s",
+                 cfg.model.objective, cfg.model.loss, len(data), len(items), world, device)
+
+    for epoch in range(state["epoch"] + 1, cfg.epochs):
+        if state["stale"] >= cfg.patience:
+            break
+        if cfg.max_train_minutes and state["train_seconds"] > 60 * cfg.max_train_minutes:
+            if is_main:
+                log.info("stopping: training time budget of %.1f min used", cfg.max_train_minutes)
+            break
+        sampler.set_epoch(epoch)
+        ddp.train()
+        t0, total, steps, seen = time.perf_counter(), 0.0, 0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not (is_main and progress), leave=False)
+        for batch in bar:
+            inputs, targets = make_batch(batch, cfg.model, gen)
+            inputs, targets = inputs.to(device), targets.to(device)
+            with autocast:
+                hidden = ddp(inputs)
+                loss = model.loss(hidden.float(), targets, generator=neg_gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            steps += 1
+            seen += len(batch)
+            bar.set_postfix(loss=f"{total / steps:.4f}")
+        seconds = time.perf_counter() - t0
+        state["train_seconds"] += seconds
+        state["sequences_seen"] += seen * world
+        sums = _all_reduce_sums(evaluate_split(model, seqs, "valid", cfg.eval_batch_size, device, rank, world), device)
+        valid = metrics.finish(sums)
+        row = {"epoch": epoch, "loss": total / max(steps, 1), "valid_ndcg@10": valid["ndcg@10"],
+               "valid_hr@10": valid["hr@10"], "epoch_seconds": seconds, "sequences_per_s": seen * world / seconds}
+        state["history"].append(row)
+        improved = valid["ndcg@10"] > state["best_ndcg"]
+        if improved:
+            state.update(best_ndcg=valid["ndcg@10"], best_epoch=epoch, stale=0)
+        else:
+            state["stale"] += 1
+        state["epoch"] = epoch
+        if is_main:
+            log.info("epoch %d loss %.4f valid ndcg@10 %.4f hr@10 %.4f (%.1f s, %.0f seq/s)%s", epoch, row["loss"],
+                     valid["ndcg@10"], valid["hr@10"], seconds, row["sequences_per_s"], " *" if improved else "")
+            if improved:
+                save_model(model, ckpt_dir / "best")
+            _save_atomic({"model": model.state_dict(), "optim": opt.state_dict(), "state": state}, last)
+        if world > 1:
+            dist.barrier()
+
+    summary = None
+    if world > 1:
+        dist.barrier()
+    best_dir = ckpt_dir / "best"
+    from shoprec.models.seqrec import load_model
+
+    best = load_model(best_dir, device=str(device))
+    sums = _all_reduce_sums(evaluate_split(best, seqs, "test", cfg.eval_batch_size, device, rank, world), device)
+    valid_best = metrics.finish(_all_reduce_sums(
+        evaluate_split(best, seqs, "valid", cfg.eval_batch_size, device, rank, world), device))
+    if is_main:
+        test = metrics.finish(sums)
+        summary = {
+            "objective": cfg.model.objective, "loss": cfg.model.loss, "world_size": world,
+            "best_epoch": state["best_epoch"], "epochs_run": state["epoch"] + 1,
+            "train_seconds": state["train_seconds"],
+            "sequences_per_s": state["sequences_seen"] / max(state["train_seconds"], 1e-9),
+            "valid": valid_best, "test": test, "history": state["history"], "config": asdict(cfg),
+        }
+        save_model(best, out, extra={"train": {k: v for k, v in asdict(cfg).items() if k != "model"}})
+        shutil.copy(Path(features) / "items.parquet", out / "items.parquet")
+        shutil.copy(Path(features) / "sequences.parquet", out / "histories.parquet")
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        log.info("best epoch %d: valid ndcg@10 %.4f, test ndcg@10 %.4f hr@10 %.4f", state["best_epoch"],
+                 valid_best["ndcg@10"], test["ndcg@10"], test["hr@10"])
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def launch(features: str | Path, out: str | Path, nproc: int = 2, recipe: str | Path | None = None,
+           max_restarts: int = 3, overrides: dict | None = None, env: dict | None = None) -> dict:
+    """Run :func:`train` under ``torchrun`` with ``nproc`` workers; returns the summary rank 0 wrote."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           f"--max-restarts={max_restarts}", "-m", "shoprec.train", "--features", str(features), "--out", str(out)]
+    if recipe:
+        cmd += ["--recipe", str(recipe)]
+    if overrides:
+        cmd += ["--overrides", json.dumps(overrides)]
+    log.info("running: %s", " ".join(cmd))
+    subprocess.run(cmd, check=True, env={**os.environ, **(env or {})})
+    return json.loads((Path(out) / "metrics.json").read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--features", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--recipe", help="YAML file of TrainConfig fields (see configs/seqrec/)")
+    p.add_argument("--overrides", default="{}", help="JSON object of TrainConfig fields that win over the recipe")
+    p.add_argument("--no-resume", action="store_true")
+    a = p.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
+    cfg = load_recipe(a.recipe, **json.loads(a.overrides))
+    train(a.features, a.out, cfg, resume=not a.no_resume)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The ``shoprec`` command line: every pipeline step, the pipeline itself, the registry and the server.
+
+Imports of heavy modules (torch, mlflow, kfp) happen inside each command so ``shoprec --help`` is quick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _print_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="shoprec")
+def main(verbose: bool) -> None:
+    """shoprec: train, evaluate, register and serve a shop's search and recommendation models."""
+    _setup_logging(verbose)
+
+
+# ------------------------------------------------------------------ data
+@main.group()
+def data() -> None:
+    """Built-in data and importers of public datasets."""
+
+
+@data.command("synth")
+@click.option("--out", required=True, help="Folder (or s3://bucket/prefix) to write the simulated shop to.")
+@click.option("--users", default=2000, show_default=True)
+@click.option("--items", default=400, show_default=True)
+@click.option("--days", default=14, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def data_synth(out: str, users: int, items: int, days: int, seed: int) -> None:
+    """Write a simulated shop: catalog.parquet and events/dt=DAY/events.jsonl.gz."""
+    from shoprec.synth import synthesize
+
+    if out.startswith("s3://"):
+        import tempfile
+
+        from shoprec.storage import upload_folder
+
+        with tempfile.TemporaryDirectory() as tmp:
+            stats = synthesize(tmp, users=users, items=items, days=days, seed=seed)
+            upload_folder(tmp, out)
+    else:
+        stats = synthesize(out, users=users, items=items, days=days, seed=seed)
+    _print_json(stats)
+
+
+# ------------------------------------------------------------------ steps
+@main.command("ingest")
+@click.option("--source", required=True, help="Raw data: a folder or s3://bucket/prefix (events/ and catalog.parquet).")
+@click.option("--out", required=True)
+@click.option("--max-quarantine", default=0.05, show_default=True, help="Fail if more than this fraction is quarantined.")
+def ingest_cmd(source: str, out: str, max_quarantine: float) -> None:
+    """Validate raw events; accepted rows to Parquet by day, rejected rows to quarantine.jsonl."""
+    from shoprec.ingest import IngestError, ingest
+
+    try:
+        report = ingest(source, out, max_quarantine_fraction=max_quarantine)
+    except IngestError as e:
+        raise click.ClickException(str(e)) from e
+    _print_json(report.to_dict())
+
+
+@main.command("features")
+@click.option("--ingested", required=True)
+@click.option("--out", required=True)
+@click.option("--seed", default=0, show_default=True)
+def features_cmd(ingested: str, out: str, seed: int) -> None:
+    """Sequences, item vocabulary, search pairs and click samples from ingested events."""
+    from shoprec.features import build_features
+
+    _print_json(build_features(ingested, out, seed=seed))
+
+
+@main.group()
+def train() -> None:
+    """Train models (under torchrun)."""
+
+
+@train.command("seqrec")
+@click.option("--features", required=True)
+@click.option("--out", required=True)
+@click.option("--nproc", default=2, show_default=True, help="torchrun workers (gloo on CPU, one per GPU with NCCL).")
+@click.option("--recipe", default=None, help="YAML recipe (configs/seqrec/*.yaml).")
+@click.option("--epochs", type=int, default=None)
+@click.option("--objective", type=click.Choice(["bert4rec", "sasrec"]), default=None)
+@click.option("--loss", type=click.Choice(["ce", "sampled_softmax", "gbce"]), default=None)
+def train_seqrec(features: str, out: str, nproc: int, recipe: str | None, epochs: int | None,
+                 objective: str | None, loss: str | None) -> None:
+    """The sequential recommender, DDP-trained."""
+    from shoprec.train import launch
+
+    model = {k: v for k, v in {"objective": objective, "loss": loss}.items() if v}
+    summary = launch(features, out, nproc=nproc, recipe=recipe, overrides={"epochs": epochs, "model": model})
+    _print_json({k: summary[k] for k in ("best_epoch", "train_seconds", "sequences_per_s", "valid", "test")})
+
+
+@main.command("evaluate")
+@click.option("--model", "model_dir", required=True, help="Candidate model folder.")
+@click.option("--features", required=True)
+@click.option("--out", required=True, help="Folder for metrics.json and report.html.")
+@click.option("--champion", default=None, help="Champion model folder or models:/NAME@champion URI.")
+@click.option("--margin", default=0.0, show_default=True)
+def evaluate_cmd(model_dir: str, features: str, out: str, champion: str | None, margin: float) -> None:
+    """Compare the candidate with popularity and the champion; decide the gate."""
+    from shoprec.evaluate import evaluate
+
+    _print_json(evaluate(model_dir, features, out, champion=champion, margin=margin))
+
+
+# ------------------------------------------------------------------ pipeline
+@main.group()
+def pipeline() -> None:
+    """Compile, run locally, submit and schedule the retrain pipeline."""
+
+
+@pipeline.command("compile")
+@click.option("-o", "--output", default="retrain.yaml", show_default=True)
+def pipeline_compile(output: str) -> None:
+    """Compile the KFP v2 pipeline to YAML."""
+    from shoprec.pipeline_runner import compile_pipeline
+
+    click.echo(compile_pipeline(output))
+
+
+@pipeline.command("run")
+@click.option("--local", "local", is_flag=True, required=True, help="Run with kfp.local (SubprocessRunner).")
+@click.option("--data", "data_uri", default=None, help="Raw data folder or s3:// URI (default: built-in shop).")
+@click.option("--epochs", default=None, type=int)
+@click.option("--workers", default=2, show_default=True)
+@click.option("--model-name", default="shoprec-seqrec", show_default=True)
+@click.option("--margin", default=0.0, show_default=True)
+def pipeline_run(local: bool, data_uri: str | None, epochs: int | None, workers: int, model_name: str,
+                 margin: float) -> None:
+    """Run the whole DAG on this machine."""
+    from shoprec.pipeline_runner import run_local
+
+    _print_json(run_local(data_uri=data_uri, epochs=epochs, workers=workers, model_name=model_name, margin=margin))
+
+
+# ------------------------------------------------------------------ serving and demo
+@main.command("serve")
+@click.option("--model", "model_uri", required=True, help="models:/NAME@champion, runs:/..., or a model folder.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+def serve_cmd(model_uri: str, host: str, port: int) -> None:
+    """Serve the model over HTTP (POST /v1/recommend, GET /healthz)."""
+    from shoprec.serve import run_server
+
+    run_server(model_uri, host=host, port=port)
+
+
+@main.command("demo")
+@click.option("--port", default=8765, show_default=True)
+def demo_cmd(port: int) -> None:
+    """Synthesize the shop, run the whole pipeline locally, serve the champion and ask it once."""
+    from shoprec.demo import run_demo
+
+    run_demo(port=port)
+
+
+if __name__ == "__main__":
+    main()

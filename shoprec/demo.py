@@ -1,0 +1,80 @@
+"""``make demo``: the whole pipeline on the built-in shop, then the server on the new champion, asked once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from shoprec import registry
+from shoprec.pipeline_runner import run_local
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode} before it was ready")
+        try:
+            r = httpx.get(f"{url}/healthz", timeout=2.0)
+            if r.status_code == 200:
+                return r.json()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"no healthy answer from {url}/healthz within {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def run_demo(port: int = 8765, model_name: str = "shoprec-seqrec") -> dict:
+    say = print
+    say("== 1/2  retrain pipeline (kfp.local): ingest -> features -> train -> evaluate -> register -> deploy")
+    result = run_local(model_name=model_name)
+    cand = result["candidate"]["ndcg@10"]
+    say(f"candidate  NDCG@10 {cand:.4f}   HR@10 {result['candidate']['hr@10']:.4f}")
+    say(f"popularity NDCG@10 {result['popularity_ndcg@10']:.4f}")
+    if result["champion_ndcg@10_before"] is not None:
+        say(f"champion   NDCG@10 {result['champion_ndcg@10_before']:.4f} (before this run)")
+    verdict = "PROMOTED" if result["promoted"] else "KEPT the champion"
+    say(f"decision: {verdict} (v{result['registered_version']} registered; champion is v{result['champion_version']})"
+        f" because {result['reason']}")
+    say(f"MLflow: {result['tracking_uri']}  (mlflow ui --backend-store-uri {result['tracking_uri']})")
+
+    say(f"== 2/2  serving models:/{model_name}@champion on http://127.0.0.1:{port}")
+    model_dir, _ = registry.download_model_dir(model_name, "champion")
+    import pyarrow.parquet as pq
+
+    users = pq.read_table(model_dir / "histories.parquet")
+    user, history = users["user_id"][0].as_py(), users["items"][0].as_py()
+    proc = subprocess.Popen([sys.executable, "-m", "shoprec.cli", "serve", "--model", f"models:/{model_name}@champion",
+                             "--port", str(port)], env={**os.environ, "MLFLOW_TRACKING_URI": result["tracking_uri"]})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        health = wait_healthy(url, proc)
+        r = httpx.post(f"{url}/v1/recommend", json={"user_id": user, "k": 10}, timeout=10.0)
+        r.raise_for_status()
+        answer = r.json()
+    finally:
+        stop(proc)
+    import pyarrow.parquet as pq2
+
+    titles = pq2.read_table(model_dir / "items.parquet").column("title").to_pylist()
+    recent = ", ".join(titles[i - 1] for i in history[-3:])
+    say(f"server: {health['model']} v{health['version']}; POST /v1/recommend {{\"user_id\": \"{user}\", \"k\": 10}}")
+    say(f"shopper {user} recently: {recent}")
+    for rank, item in enumerate(answer["items"], start=1):
+        say(f"  {rank:2d}. {item['item_id']}  {item['title']:<34s} score {item['score']:.3f}")
+    return {"pipeline": result, "answer": answer}

@@ -1,0 +1,124 @@
+"""Evaluate a candidate model against popularity and the current champion, on the same test data.
+
+Protocol: leave-one-out (each shopper's last item is the test target, everything before it is the
+history), all items ranked, items already in the history excluded. The champion is scored on the
+same (history, target) pairs of item ids, through its own vocabulary: items it never saw count as
+its misses. The gate passes when there is no champion yet, or when the candidate's NDCG@10 beats
+the champion's by more than ``margin`` (absolute).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+from pathlib import Path
+
+from shoprec import metrics
+from shoprec.features import load_items, load_sequences
+from shoprec.recommend import Recommender, popularity_ranks
+
+log = logging.getLogger(__name__)
+
+GATE_METRIC = "ndcg@10"
+REPORT_METRICS = ("ndcg@10", "hr@10", "mrr@10", "ndcg@20", "hr@20")
+
+
+def test_pairs(features: str | Path) -> tuple[list[list[str]], list[str]]:
+    _, seqs = load_sequences(features)
+    items = load_items(features)
+    ids = [""] + items["item_id"].tolist()
+    histories = [[ids[i] for i in s[:-1]] for s in seqs]
+    targets = [ids[s[-1]] for s in seqs]
+    return histories, targets
+
+
+def evaluate(model_dir: str | Path, features: str | Path, out: str | Path, champion: str | Path | None = None,
+             margin: float = 0.0, champion_version: str | None = None) -> dict:
+    """Write ``evaluation.json`` and ``report.html`` to ``out``; return the evaluation with the gate decision."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    histories, targets = test_pairs(features)
+    results = {}
+    candidate = Recommender(model_dir)
+    results["candidate"] = metrics.finish(metrics.metric_sums(candidate.ranks(histories, targets)))
+    results["popularity"] = metrics.finish(metrics.metric_sums(popularity_ranks(histories, histories, targets)))
+    if champion:
+        results["champion"] = metrics.finish(metrics.metric_sums(Recommender(champion).ranks(histories, targets)))
+    cand = results["candidate"][GATE_METRIC]
+    if "champion" not in results:
+        passed, reason = True, f"no champion yet; candidate {GATE_METRIC} {cand:.4f}"
+    else:
+        champ = results["champion"][GATE_METRIC]
+        passed = cand > champ + margin
+        verb = "beats" if passed else "does not beat"
+        reason = (f"candidate {GATE_METRIC} {cand:.4f} {verb} champion"
+                  f"{' v' + champion_version if champion_version else ''} {champ:.4f} + margin {margin:.4f}")
+    training = {}
+    metrics_file = Path(model_dir) / "metrics.json"
+    if metrics_file.exists():
+        training = json.loads(metrics_file.read_text())
+    evaluation = {"gate": passed, "reason": reason, "gate_metric": GATE_METRIC, "margin": margin,
+                  "users": len(targets), "champion_version": champion_version, "results": results,
+                  "beats_popularity": cand > results["popularity"][GATE_METRIC]}
+    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+    (out / "report.html").write_text(render_report(evaluation, training.get("history", [])))
+    (out / "report.md").write_text(render_markdown(evaluation))
+    log.info("evaluate: %s", reason)
+    return evaluation
+
+
+def _chart_png(evaluation: dict, history: list[dict]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2 if history else 1, figsize=(10 if history else 5, 3.2), squeeze=False)
+    ax = axes[0][0]
+    names = list(evaluation["results"])
+    ks = ["ndcg@10", "hr@10", "mrr@10"]
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        ax.bar([i + j * width for i in range(len(ks))], [evaluation["results"][name][k] for k in ks], width, label=name)
+    ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(ks))], ks)
+    ax.set_title("test metrics (all items ranked)")
+    ax.legend(fontsize=8)
+    if history:
+        ax2 = axes[0][1]
+        ax2.plot([h["epoch"] for h in history], [h["valid_ndcg@10"] for h in history], marker="o", label="valid ndcg@10")
+        ax2.set_xlabel("epoch")
+        ax2.set_title("validation during training")
+        ax2.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def render_markdown(evaluation: dict) -> str:
+    names = list(evaluation["results"])
+    lines = [f"## Evaluation: {'PASS' if evaluation['gate'] else 'KEEP CHAMPION'}", "", evaluation["reason"], "",
+             "| model | " + " | ".join(REPORT_METRICS) + " |", "|---" * (len(REPORT_METRICS) + 1) + "|"]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(f"{evaluation['results'][n][k]:.4f}" for k in REPORT_METRICS) + " |")
+    lines += ["", f"{evaluation['users']} shoppers, leave-one-out, all items ranked, history items excluded."]
+    return "\n".join(lines) + "\n"
+
+
+def render_report(evaluation: dict, history: list[dict]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{r[k]:.4f}</td>" for k in REPORT_METRICS) + "</tr>"
+        for n, r in evaluation["results"].items())
+    head = "".join(f"<th>{k}</th>" for k in REPORT_METRICS)
+    status = "PASS: candidate becomes champion" if evaluation["gate"] else "KEEP: champion stays"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>shoprec evaluation</title>
+<style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}</style>
+</head><body><h2>{html.escape(status)}</h2><p>{html.escape(evaluation['reason'])}</p>
+<table><tr><th>model</th>{head}</tr>{rows}</table>
+<p>{evaluation['users']} shoppers; leave-one-out (last item = test), all items ranked, items already in the history excluded.</p>
+<img alt="metrics chart" src="data:image/png;base64,{_chart_png(evaluation, history)}"/>
+</body></html>"""

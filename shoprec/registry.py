@@ -1,0 +1,222 @@
+"""MLflow tracking and registry: one run per pipeline run, versions, and the champion/challenger aliases.
+
+MLflow stages are deprecated, so promotion is done with aliases: every registered version gets
+``challenger``; ``champion`` moves only when the evaluation gate passed (or by hand). Aliases keep no
+history of their own, so every move is also written as a registered-model tag
+``shoprec.history.NNNN`` = JSON {alias, version, previous, reason, by, at}.
+
+Tracking URI: ``MLFLOW_TRACKING_URI`` when set (an ``mlflow server`` in a cluster or a test),
+otherwise an embedded SQLite store under ``$SHOPREC_HOME`` (default ``.shoprec/``) that
+``mlflow ui --backend-store-uri sqlite:///.shoprec/mlflow.db`` opens.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "shoprec"
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG = "shoprec.history."
+KFP_RUN_TAG = "shoprec.kfp_run_id"
+
+
+class RegistryError(RuntimeError):
+    pass
+
+
+def shoprec_home() -> Path:
+    return Path(os.environ.get("SHOPREC_HOME", ".shoprec")).resolve()
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    home = shoprec_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def client():
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(c) -> str:
+    exp = c.get_experiment_by_name(EXPERIMENT)
+    if exp:
+        return exp.experiment_id
+    location = None
+    if tracking_uri().startswith("sqlite:"):
+        location = (shoprec_home() / "mlartifacts").as_uri()
+    return c.create_experiment(EXPERIMENT, artifact_location=location)
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("SHOPREC_GIT_COMMIT", "unknown")
+
+
+def version_by_alias(name: str, alias: str = CHAMPION):
+    """The model version holding ``alias``, or None (also when the model is not registered yet)."""
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    try:
+        return c.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        if "RESOURCE_DOES_NOT_EXIST" in str(e.error_code) or "not found" in str(e).lower():
+            return None
+        raise
+
+
+def download_model_dir(name: str, alias_or_version: str = CHAMPION, dst: str | Path | None = None) -> tuple[Path, str] | None:
+    """Local folder with the shoprec model files of ``models:/name@alias`` (or ``/version``), and its version."""
+    import mlflow
+
+    c = client()
+    if alias_or_version.isdigit():
+        version = alias_or_version
+    else:
+        mv = version_by_alias(name, alias_or_version)
+        if mv is None:
+            return None
+        version = mv.version
+    dst = Path(dst or tempfile.mkdtemp(prefix=f"shoprec-{name}-v{version}-"))
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst))
+    return Path(local) / "artifacts" / "model_dir", str(version)
+
+
+def record_alias(name: str, alias: str, version: str, reason: str, by: str | None = None) -> dict:
+    """Move ``alias`` to ``version`` and append the move to the model's history tags."""
+    c = client()
+    previous = version_by_alias(name, alias)
+    c.set_registered_model_alias(name, alias, str(version))
+    entry = {"alias": alias, "version": str(version), "previous": str(previous.version) if previous else None,
+             "reason": reason, "by": by or os.environ.get("SHOPREC_USER") or getpass.getuser(),
+             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    tags = c.get_registered_model(name).tags
+    n = sum(1 for k in tags if k.startswith(HISTORY_TAG))
+    c.set_registered_model_tag(name, f"{HISTORY_TAG}{n:05d}", json.dumps(entry))
+    log.info("%s@%s -> v%s (was %s): %s", name, alias, version, entry["previous"], reason)
+    return entry
+
+
+def alias_history(name: str) -> list[dict]:
+    tags = client().get_registered_model(name).tags
+    return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(HISTORY_TAG)]
+
+
+def metric_key(name: str) -> str:
+    """MLflow metric names may not contain '@': ndcg@10 is logged as ndcg_at_10."""
+    return name.replace("@", "_at_")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_run_id: str = "",
+             data_snapshot: dict | None = None) -> dict:
+    """Log the run, register a version with alias ``challenger``, move ``champion`` if the gate passed.
+
+    Idempotent for a KFP run id: registering the same pipeline run again returns the version it made.
+    """
+    import mlflow
+
+    model_dir, evaluation_dir = Path(model_dir), Path(evaluation_dir)
+    evaluation = json.loads((evaluation_dir / "evaluation.json").read_text())
+    summary = json.loads((model_dir / "metrics.json").read_text())
+    c = client()
+    exp = experiment_id(c)
+    if kfp_run_id:
+        existing = c.search_runs([exp], filter_string=f"tags.`{KFP_RUN_TAG}` = '{kfp_run_id}'", max_results=1)
+        if existing:
+            versions = c.search_model_versions(f"name='{name}' and run_id='{existing[0].info.run_id}'")
+            if versions:
+                v = versions[0]
+                log.info("register: KFP run %s already registered as %s v%s", kfp_run_id, name, v.version)
+                champ = version_by_alias(name, CHAMPION)
+                return {"version": str(v.version), "run_id": v.run_id, "promoted": bool(champ and champ.version == v.version),
+                        "decision": "already registered", "reason": evaluation["reason"]}
+    champion = version_by_alias(name, CHAMPION)
+    tags = {KFP_RUN_TAG: kfp_run_id, "shoprec.git_commit": _git_commit(),
+            "shoprec.parent_champion": champion.version if champion else "none",
+            "shoprec.gate": str(evaluation["gate"]), "shoprec.data_snapshot": json.dumps(data_snapshot or {})[:5000]}
+    with mlflow.start_run(experiment_id=exp, run_name=f"retrain-{kfp_run_id or 'manual'}", tags=tags) as run:
+        params = _flatten(summary.get("config", {}))
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        for row in summary.get("history", []):
+            mlflow.log_metrics({metric_key(k): v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        for who, res in evaluation["results"].items():
+            mlflow.log_metrics({metric_key(f"{who}_{k}"): v for k, v in res.items() if k != "count"})
+        mlflow.log_metrics({"train_seconds": summary["train_seconds"], "sequences_per_s": summary["sequences_per_s"],
+                            "best_epoch": summary["best_epoch"]})
+        for f in ("evaluation.json", "report.html", "report.md"):
+            if (evaluation_dir / f).exists():
+                mlflow.log_artifact(str(evaluation_dir / f), artifact_path="evaluation")
+        with tempfile.TemporaryDirectory() as tmp:
+            staged = stage_model_files(model_dir, Path(tmp) / "model_dir")
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                artifacts={"model_dir": str(staged)}, registered_model_name=name,
+                pip_requirements=[f"shoprec=={_version()}"],
+            )
+        version = str(info.registered_model_version)
+        c.set_model_version_tag(name, version, "shoprec.gate", str(evaluation["gate"]))
+        c.set_model_version_tag(name, version, "shoprec.evaluation", json.dumps(
+            {k: evaluation["results"]["candidate"][k] for k in ("ndcg@10", "hr@10", "mrr@10")}))
+        c.set_model_version_tag(name, version, KFP_RUN_TAG, kfp_run_id)
+        c.set_model_version_tag(name, version, "shoprec.reason", evaluation["reason"][:5000])
+    record_alias(name, CHALLENGER, version, "registered by the retrain pipeline")
+    if evaluation["gate"]:
+        record_alias(name, CHAMPION, version, evaluation["reason"])
+        decision = f"promoted v{version} to champion"
+    else:
+        decision = f"kept champion v{champion.version}; v{version} stays challenger" if champion else "not promoted"
+    log.info("register: %s (%s)", decision, evaluation["reason"])
+    return {"version": version, "run_id": run.info.run_id, "promoted": bool(evaluation["gate"]),
+            "decision": decision, "reason": evaluation["reason"]}
+
+
+MODEL_FILES = ("model.safetensors", "config.json", "items.parquet", "histories.parquet", "metrics.json")
+
+
+def stage_model_files(model_dir: Path, dst: Path) -> Path:
+    """The files a served model needs, without training checkpoints (which hold optimizer state)."""
+    import shutil
+
+    dst.mkdir(parents=True)
+    for f in MODEL_FILES:
+        if (model_dir / f).exists():
+            shutil.copy(model_dir / f, dst / f)
+    return dst
+
+
+def _version() -> str:
+    from shoprec import __version__
+
+    return __version__

@@ -181,7 +181,7 @@ def validate(table: pa.Table, now: datetime | None = None) -> pa.Array:
     def rule(mask, message):
         nonlocal reason
         mask = pc.fill_null(mask, False)
-        reason = pc.if_else(pc.and_(pc.is_null(reason), mask), message, reason)
+        reason = pc.if_else(pc.and_kleene(pc.is_null(reason), mask), message, reason)
 
     for name in _REQUIRED:
         rule(pc.is_null(table[name]), f"missing field {name}")
@@ -194,13 +194,13 @@ def validate(table: pa.Table, now: datetime | None = None) -> pa.Array:
     rule(pc.greater(pc.utf8_length(table["item_id"]), MAX_ID_LEN), f"field item_id longer than {MAX_ID_LEN} characters")
     rule(pc.greater(pc.utf8_length(table["query"]), MAX_QUERY_LEN), f"field query longer than {MAX_QUERY_LEN} characters")
     is_search = pc.equal(event, "search")
-    no_item = pc.or_(pc.is_null(table["item_id"]), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(table["item_id"])), 0))
-    rule(pc.and_(pc.invert(is_search), no_item),
+    no_item = pc.or_kleene(pc.is_null(table["item_id"]), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(table["item_id"])), 0))
+    rule(pc.and_kleene(pc.invert(is_search), no_item),
          pc.binary_join_element_wise("missing item_id for event ", event, ""))
-    no_query = pc.or_(pc.is_null(table["query"]), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(table["query"])), 0))
-    rule(pc.and_(is_search, no_query), "missing query for event search")
+    no_query = pc.or_kleene(pc.is_null(table["query"]), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(table["query"])), 0))
+    rule(pc.and_kleene(is_search, no_query), "missing query for event search")
     pos = table["position"]
-    rule(pc.or_(pc.less(pos, 1), pc.greater(pos, MAX_POSITION)), f"position out of range 1..{MAX_POSITION}")
+    rule(pc.or_kleene(pc.less(pos, 1), pc.greater(pos, MAX_POSITION)), f"position out of range 1..{MAX_POSITION}")
     ts = table["ts"]
     rule(pc.less(ts, pa.scalar(MIN_TS, pa.timestamp("ms", tz="UTC"))), f"timestamp before {MIN_TS.date()}")
     rule(pc.greater(ts, pa.scalar(now + FUTURE_SLACK, pa.timestamp("ms", tz="UTC"))), "timestamp in the future")
@@ -252,6 +252,7 @@ def ingest(source: str, out: str | Path, max_quarantine_fraction: float = 0.05,
         tables.append(table)
         quarantine.extend(bad)
     table = pa.concat_tables(tables) if tables else _with_position(pa.Table.from_pylist([], schema=_READ_SCHEMA), "", [])
+    parse_rejected = len(quarantine)
     reason = validate(table, now=now)
     bad_mask = pc.is_valid(reason)
     if pc.any(bad_mask).as_py():
@@ -261,7 +262,7 @@ def ingest(source: str, out: str | Path, max_quarantine_fraction: float = 0.05,
             quarantine.append({"source": src, "line": line, "reason": why, "raw": json.dumps(row, default=str)})
     good = table.filter(pc.invert(bad_mask))
 
-    report.rows_in = table.num_rows + len(quarantine)
+    report.rows_in = table.num_rows + parse_rejected
     report.quarantined = len(quarantine)
     report.accepted = good.num_rows
     report.reasons = dict(Counter(q["reason"].split(":")[0] if q["reason"].startswith("invalid JSON") else q["reason"]
@@ -310,7 +311,7 @@ def ingest_catalog(source: str, out: Path) -> tuple[int, int]:
     missing = [c for c in ("item_id", "title") if c not in table.column_names]
     if missing:
         raise IngestError(f"catalog {uri} lacks column(s) {missing}")
-    ok = pc.and_(pc.is_valid(table["item_id"]), pc.fill_null(pc.greater(pc.utf8_length(table["title"]), 0), False))
+    ok = pc.and_kleene(pc.is_valid(table["item_id"]), pc.fill_null(pc.greater(pc.utf8_length(table["title"]), 0), False))
     kept = table.filter(ok)
     ids = kept["item_id"].to_pylist()
     first = {}

@@ -77,8 +77,10 @@ def make_catalog(rng: np.random.Generator, n_items: int, n_next: int = 3) -> Cat
     by_cat = [np.flatnonzero(categories == c) for c in range(n_cat)]
     for i, c in enumerate(categories):
         same = by_cat[c][by_cat[c] != i]
+        if len(same) == 0:
+            same = np.delete(np.arange(n_items), i)
         complement = by_cat[(c + 1) % n_cat]
-        picks = list(rng.choice(same, size=n_next - 1, replace=False))
+        picks = list(rng.choice(same, size=n_next - 1, replace=len(same) < n_next - 1))
         picks.append(rng.choice(complement))
         next_items[i] = picks
     return Catalog(item_ids, titles, categories, words, popularity, next_items)
@@ -168,6 +170,8 @@ class _Shop:
 def synthesize(out: str | Path, users: int = 2000, items: int = 400, days: int = 14, seed: int = 0,
                start: str = "2026-11-01", p_active: float = 0.3) -> dict:
     """Write ``catalog.parquet`` and ``events/dt=DAY/events.jsonl.gz`` under ``out``; return counts."""
+    if items < len(CATEGORIES) or users < 1 or days < 1:
+        raise ValueError(f"need at least {len(CATEGORIES)} items, 1 user and 1 day (got {items}, {users}, {days})")
     out = Path(out)
     rng = np.random.default_rng(seed)
     catalog = make_catalog(rng, items)

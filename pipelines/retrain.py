@@ -4,8 +4,10 @@ Compile with ``shoprec pipeline compile -o retrain.yaml`` or ``kfp dsl compile -
 --output retrain.yaml``; run on this machine with ``shoprec pipeline run --local``.
 """
 
+import json
 from pathlib import Path
 
+import yaml
 from kfp import dsl
 
 from components.deploy import deploy
@@ -15,7 +17,9 @@ from components.ingest import ingest
 from components.register import register
 from components.train import train
 
-RECIPE = (Path(__file__).resolve().parent.parent / "configs" / "seqrec" / "builtin.yaml").read_text()
+# One line of JSON (which is also YAML): KFP copies defaults into a comment header of the compiled
+# file, and a multi-line default would break that YAML.
+RECIPE = json.dumps(yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "seqrec" / "builtin.yaml").read_text()))
 
 
 @dsl.pipeline(name="shoprec-retrain", description="Retrain the shop's recommender and promote it if it beats the champion.")

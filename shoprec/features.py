@@ -32,11 +32,16 @@ MIN_SEQUENCE = 3
 HISTORY_TITLES = 5
 
 
-def interaction_sequences(events: pd.DataFrame) -> pd.Series:
-    """user_id -> list of item_id, chronological, consecutive repeats dropped."""
+def interactions(events: pd.DataFrame) -> pd.DataFrame:
+    """The events that make up shoppers' sequences: product views outside search, clicks, carts, purchases."""
     is_interaction = events["event"].isin(["click", "add_to_cart", "purchase"]) | (
         (events["event"] == "view") & events["query"].isna())
-    df = events.loc[is_interaction, ["user_id", "ts", "item_id"]].sort_values(["user_id", "ts"], kind="stable")
+    return events.loc[is_interaction, ["user_id", "ts", "item_id"]]
+
+
+def interaction_sequences(rows: pd.DataFrame) -> pd.Series:
+    """user_id -> list of item_id, chronological, consecutive repeats dropped."""
+    df = rows[["user_id", "ts", "item_id"]].sort_values(["user_id", "ts"], kind="stable")
     repeat = (df["user_id"] == df["user_id"].shift()) & (df["item_id"] == df["item_id"].shift())
     df = df[~repeat]
     return df.groupby("user_id", sort=True)["item_id"].agg(list)
@@ -74,12 +79,32 @@ def click_samples(seqs: list[list[int]], titles: list[str], n_negatives: int, rn
     return pd.DataFrame(rows, columns=["history", "item_idx", "title", "clicked"])
 
 
-def build_features(ingested: str | Path, out: str | Path, n_negatives: int = 3, seed: int = 0) -> dict:
+def partial_features(ingested: str | Path, out: str | Path) -> dict:
+    """What one partition (a day, or everything) contributes: its interactions and its search pairs.
+
+    Partials are independent, so a month of logs is processed by parallel pods, one per day, and
+    :func:`merge_features` joins them; shoppers' sequences may span days, which is why the merge
+    and not the partial builds them.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     events = read_events(ingested).to_pandas()
-    catalog = pq.read_table(Path(ingested) / "catalog.parquet").to_pandas().set_index("item_id")
-    per_user = interaction_sequences(events)
+    rows = interactions(events)
+    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), out / "interactions.parquet")
+    pairs = search_pairs(events)
+    pq.write_table(pa.Table.from_pandas(pairs, preserve_index=False), out / "search_pairs.parquet")
+    return {"events": len(events), "interactions": len(rows), "search_pairs": len(pairs)}
+
+
+def merge_features(partials: list[str | Path], catalog: str | Path, out: str | Path, n_negatives: int = 3,
+                   seed: int = 0) -> dict:
+    """Sequences, vocabulary, split, search pairs and click samples from the partials of all days."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = pd.concat([pd.read_parquet(Path(p) / "interactions.parquet") for p in partials], ignore_index=True)
+    pairs = pd.concat([pd.read_parquet(Path(p) / "search_pairs.parquet") for p in partials], ignore_index=True)
+    catalog = pq.read_table(catalog).to_pandas().set_index("item_id")
+    per_user = interaction_sequences(rows)
     counts = pd.Series([i for s in per_user for i in s]).value_counts()
     item_ids = sorted(counts.index)
     idx = {item: i for i, item in enumerate(item_ids, start=1)}
@@ -97,7 +122,7 @@ def build_features(ingested: str | Path, out: str | Path, n_negatives: int = 3, 
     pq.write_table(pa.table({"user_id": list(kept.index), "items": pa.array(seqs, pa.list_(pa.int32()))}),
                    out / "sequences.parquet")
 
-    pairs = search_pairs(events)
+    pairs = pairs.sort_values(["session_id", "query", "item_id"], kind="stable", ignore_index=True)
     pairs["item_idx"] = pairs["item_id"].map(idx).fillna(0).astype(np.int32)
     pairs["title"] = [catalog["title"].get(i, i) for i in pairs["item_id"]]
     pq.write_table(pa.Table.from_pandas(pairs, preserve_index=False), out / "search_pairs.parquet")
@@ -107,7 +132,7 @@ def build_features(ingested: str | Path, out: str | Path, n_negatives: int = 3, 
     pq.write_table(pa.Table.from_pandas(samples, preserve_index=False), out / "click_samples.parquet")
 
     stats = {
-        "events": len(events), "items": len(items), "users": int(len(per_user)),
+        "partitions": len(partials), "interactions_in": len(rows), "items": len(items), "users": int(len(per_user)),
         "users_kept": len(seqs), "users_too_short": int(len(per_user) - len(seqs)),
         "interactions": int(sum(map(len, seqs))),
         "search_pairs": len(pairs), "search_clicks": int(pairs["clicked"].sum()),
@@ -116,6 +141,15 @@ def build_features(ingested: str | Path, out: str | Path, n_negatives: int = 3, 
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     log.info("features: %s", stats)
     return stats
+
+
+def build_features(ingested: str | Path, out: str | Path, n_negatives: int = 3, seed: int = 0) -> dict:
+    """Features of everything ingested into one folder: one partial, merged."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        partial_features(ingested, tmp)
+        return merge_features([tmp], Path(ingested) / "catalog.parquet", out, n_negatives=n_negatives, seed=seed)
 
 
 def load_sequences(features: str | Path) -> tuple[list[str], list[list[int]]]:

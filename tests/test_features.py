@@ -1,6 +1,6 @@
 import pandas as pd
 
-from shoprec.features import interaction_sequences, load_items, load_sequences
+from shoprec.features import interaction_sequences, interactions, load_items, load_sequences
 
 
 def test_sequences_are_chronological_without_repeats_or_impressions():
@@ -13,7 +13,7 @@ def test_sequences_are_chronological_without_repeats_or_impressions():
     })
     # "q" shown in search results (view with a query) is an impression, not an interaction;
     # the click on it counts once.
-    assert interaction_sequences(ev)["a"] == ["p", "q", "r", "x"]
+    assert interaction_sequences(interactions(ev))["a"] == ["p", "q", "r", "x"]
 
 
 def test_features_split_and_vocabulary(tiny_features):

@@ -1,3 +1,5 @@
+from typing import List
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
@@ -5,10 +7,13 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE)
-def features(ingested: Input[Dataset], features: Output[Dataset], metrics: Output[Metrics]):
-    """Sequences with a leave-one-out split, item vocabulary, search pairs and click samples."""
-    from shoprec.features import build_features
+def features(partials: Input[List[Dataset]], ingest_summary: Input[Dataset], features: Output[Dataset],
+             metrics: Output[Metrics]):
+    """Sequences with a leave-one-out split, item vocabulary, search pairs and click samples, from all days."""
+    from pathlib import Path
 
-    stats = build_features(ingested.path, features.path)
+    from shoprec.features import merge_features
+
+    stats = merge_features([p.path for p in partials], Path(ingest_summary.path) / "catalog.parquet", features.path)
     for key, value in stats.items():
         metrics.log_metric(key, value)

@@ -1,28 +1,67 @@
-"""The retrain DAG: ingest -> features -> train -> evaluate -> register -> deploy (only if the gate passed).
+"""The retrain DAG and its cluster variant.
 
-Compile with ``shoprec pipeline compile -o retrain.yaml`` or ``kfp dsl compile --py pipelines/retrain.py
---output retrain.yaml``; run on this machine with ``shoprec pipeline run --local``.
+    list-partitions -> ParallelFor(day): ingest -> day-features
+                    -> merge-ingest, features -> train -> evaluate -> register -> deploy (if the gate passed)
+
+``retrain`` runs anywhere (``shoprec pipeline run --local`` runs it with kfp.local); ``retrain_cluster``
+is the same DAG with what a Kubernetes cluster needs: GPUs for the train step, a memory-backed
+``/dev/shm`` for NCCL, node selector and tolerations for GPU nodes, credentials from Secrets, retries.
+Compile with ``shoprec pipeline compile [--cluster] -o retrain.yaml`` or ``kfp dsl compile --py
+pipelines/retrain.py --function retrain --output retrain.yaml``.
 """
 
 import json
 from pathlib import Path
 
 import yaml
-from kfp import dsl
+from kfp import dsl, kubernetes
 
+from components.day_features import day_features
 from components.deploy import deploy
 from components.evaluate import evaluate
 from components.features import features
 from components.ingest import ingest
+from components.list_partitions import list_partitions
+from components.merge_ingest import merge_ingest
 from components.register import register
 from components.train import train
 
 # One line of JSON (which is also YAML): KFP copies defaults into a comment header of the compiled
 # file, and a multi-line default would break that YAML.
 RECIPE = json.dumps(yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "seqrec" / "builtin.yaml").read_text()))
+MAX_PARALLEL_DAYS = 8
+MLFLOW_SECRET = "shoprec-mlflow"  # keys: tracking-uri, username, password
+S3_SECRET = "shoprec-s3"  # keys: endpoint-url, access-key-id, secret-access-key
 
 
-@dsl.pipeline(name="shoprec-retrain", description="Retrain the shop's recommender and promote it if it beats the champion.")
+def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe) -> dict:
+    days = list_partitions(data_uri=data_uri)
+    days.set_caching_options(False)  # new days arrive under the same URI
+    with dsl.ParallelFor(days.output, parallelism=MAX_PARALLEL_DAYS) as day:
+        ingest_task = ingest(data_uri=data_uri, partition=day, max_quarantine=max_quarantine)
+        ingest_task.set_caching_options(False)  # a day's file can be re-delivered with late events
+        day_task = day_features(ingested=ingest_task.outputs["ingested"])
+    merge_task = merge_ingest(parts=dsl.Collected(ingest_task.outputs["ingested"]), max_quarantine=max_quarantine)
+    features_task = features(partials=dsl.Collected(day_task.outputs["partial"]),
+                             ingest_summary=merge_task.outputs["summary"])
+    train_task = train(features=features_task.outputs["features"], recipe=recipe, epochs=epochs, workers=workers)
+    eval_task = evaluate(model=train_task.outputs["model"], features=features_task.outputs["features"],
+                         model_name=model_name, margin=margin)
+    eval_task.set_caching_options(False)  # the champion it compares with changes between runs
+    register_task = register(model=train_task.outputs["model"], evaluation=eval_task.outputs["evaluation"],
+                             model_name=model_name, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                             data_snapshot=merge_task.outputs["Output"])
+    register_task.set_caching_options(False)
+    with dsl.If(eval_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition syntax)
+        deploy_task = deploy(model_name=model_name, version=register_task.outputs["version"], target=deploy_target)
+        deploy_task.set_caching_options(False)
+    return {"days": days, "ingest": ingest_task, "day_features": day_task, "merge": merge_task,
+            "features": features_task, "train": train_task, "evaluate": eval_task, "register": register_task,
+            "deploy": deploy_task}
+
+
+@dsl.pipeline(name="shoprec-retrain",
+              description="Retrain the shop's recommender and promote it if it beats the champion.")
 def retrain(
     data_uri: str = "s3://shoprec-raw/shop",
     epochs: int = 0,
@@ -33,17 +72,41 @@ def retrain(
     deploy_target: str = "local",
     recipe: str = RECIPE,
 ):
-    ingest_task = ingest(data_uri=data_uri, max_quarantine=max_quarantine)
-    ingest_task.set_caching_options(False)  # new logs arrive under the same URI
-    features_task = features(ingested=ingest_task.outputs["ingested"])
-    train_task = train(features=features_task.outputs["features"], recipe=recipe, epochs=epochs, workers=workers)
-    eval_task = evaluate(model=train_task.outputs["model"], features=features_task.outputs["features"],
-                         model_name=model_name, margin=margin)
-    eval_task.set_caching_options(False)  # the champion it compares with changes between runs
-    register_task = register(model=train_task.outputs["model"], evaluation=eval_task.outputs["evaluation"],
-                             model_name=model_name, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                             data_snapshot=ingest_task.outputs["Output"])
-    register_task.set_caching_options(False)
-    with dsl.If(eval_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition syntax)
-        deploy(model_name=model_name, version=register_task.outputs["version"], target=deploy_target) \
-            .set_caching_options(False)
+    _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe)
+
+
+def _secrets_as_env(task) -> None:
+    kubernetes.use_secret_as_env(task, MLFLOW_SECRET, secret_key_to_env={
+        "tracking-uri": "MLFLOW_TRACKING_URI", "username": "MLFLOW_TRACKING_USERNAME",
+        "password": "MLFLOW_TRACKING_PASSWORD"})
+    kubernetes.use_secret_as_env(task, S3_SECRET, secret_key_to_env={
+        "endpoint-url": "AWS_ENDPOINT_URL", "access-key-id": "AWS_ACCESS_KEY_ID",
+        "secret-access-key": "AWS_SECRET_ACCESS_KEY"})
+
+
+@dsl.pipeline(name="shoprec-retrain-cluster",
+              description="The retrain DAG on Kubernetes: GPU DDP training, secrets from the cluster, KServe deploy.")
+def retrain_cluster(
+    data_uri: str = "s3://shoprec-raw/shop",
+    epochs: int = 0,
+    gpus: int = 1,
+    model_name: str = "shoprec-seqrec",
+    margin: float = 0.0,
+    max_quarantine: float = 0.05,
+    deploy_target: str = "kserve",
+    recipe: str = RECIPE,
+):
+    tasks = _dag(data_uri, epochs, gpus, model_name, margin, max_quarantine, deploy_target, recipe)
+    for name in ("days", "ingest", "evaluate", "register", "deploy"):
+        _secrets_as_env(tasks[name])
+    for name in ("days", "ingest", "day_features", "merge", "features", "evaluate", "register", "deploy"):
+        tasks[name].set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)
+    t = tasks["train"]
+    t.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+    t.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
+    t.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)  # resumes from its checkpoint
+    kubernetes.empty_dir_mount(t, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="8Gi")
+    kubernetes.add_node_selector(t, label_key="nvidia.com/gpu.present", label_value="true")
+    kubernetes.add_toleration(t, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    kubernetes.set_timeout(t, seconds=6 * 3600)
+    _secrets_as_env(t)

@@ -129,11 +129,12 @@ def pipeline() -> None:
 
 @pipeline.command("compile")
 @click.option("-o", "--output", default="retrain.yaml", show_default=True)
-def pipeline_compile(output: str) -> None:
+@click.option("--cluster", is_flag=True, help="The cluster variant: GPU training, secrets as env, KServe deploy.")
+def pipeline_compile(output: str, cluster: bool) -> None:
     """Compile the KFP v2 pipeline to YAML."""
     from shoprec.pipeline_runner import compile_pipeline
 
-    click.echo(compile_pipeline(output))
+    click.echo(compile_pipeline(output, cluster=cluster))
 
 
 @pipeline.command("run")

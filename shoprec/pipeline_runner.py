@@ -16,12 +16,13 @@ from shoprec.registry import shoprec_home, tracking_uri
 log = logging.getLogger(__name__)
 
 
-def compile_pipeline(output: str | Path) -> str:
+def compile_pipeline(output: str | Path, cluster: bool = False) -> str:
+    """Compile ``retrain`` (runs anywhere) or ``retrain_cluster`` (GPUs, secrets, KServe) to YAML."""
     from kfp import compiler
 
-    from pipelines.retrain import retrain
+    from pipelines.retrain import retrain, retrain_cluster
 
-    compiler.Compiler().compile(retrain, str(output))
+    compiler.Compiler().compile(retrain_cluster if cluster else retrain, str(output))
     return str(output)
 
 

@@ -64,6 +64,19 @@ def list_event_files(uri: str) -> list[str]:
     return sorted(str(p) for p in root.rglob("*") if p.is_file() and p.name.endswith(EVENT_SUFFIXES))
 
 
+def partition_of(file_uri: str) -> str:
+    """The day of a raw file from its ``dt=DAY`` folder, or "" for a file outside such a folder."""
+    for part in reversed(file_uri.split("/")[:-1]):
+        if part.startswith("dt="):
+            return part[3:]
+    return ""
+
+
+def list_partitions(uri: str) -> list[str]:
+    """The days under ``uri/events`` (sorted), each processed by its own ingest task in the fan-out."""
+    return sorted({partition_of(f) for f in list_event_files(uri)})
+
+
 def read_bytes(uri: str) -> bytes:
     if uri.startswith("s3://"):
         loc = S3Location.parse(uri)

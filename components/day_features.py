@@ -1,0 +1,12 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def day_features(ingested: Input[Dataset], partial: Output[Dataset]):
+    """One day's interactions and search pairs, merged into sequences by the features step."""
+    from shoprec.features import partial_features
+
+    partial_features(ingested.path, partial.path)

@@ -230,15 +230,21 @@ def _part_name(source: str) -> str:
 
 
 def ingest(source: str, out: str | Path, max_quarantine_fraction: float = 0.05,
-           now: datetime | None = None, progress: bool = True) -> IngestReport:
-    """Validate every raw event under ``source`` (folder or s3://) and write the result to ``out``."""
+           now: datetime | None = None, progress: bool = True, partition: str | None = None) -> IngestReport:
+    """Validate every raw event under ``source`` (folder or s3://) and write the result to ``out``.
+
+    ``partition`` (a day, as in ``events/dt=DAY/``) restricts it to that day's files: the fan-out
+    runs one such task per day.
+    """
     out = Path(out)
     files = storage.list_event_files(source)
+    if partition:
+        files = [f for f in files if storage.partition_of(f) == partition]
     if not files:
         raise IngestError(f"no raw event files (*.jsonl.gz) under {storage.join(source, 'events')}")
     report = IngestReport(files=len(files))
     tables, quarantine = [], []
-    for f in tqdm(files, desc="ingest: parse", unit="file", disable=not progress):
+    for i, f in enumerate(tqdm(files, desc="ingest: parse", unit="file", disable=not progress)):
         text, problem = decompress(storage.read_bytes(f), f)
         if problem and not text:
             quarantine.append({"source": f, "line": 0, "reason": problem, "raw": ""})

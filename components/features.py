@@ -1,4 +1,3 @@
-from typing import List
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
@@ -7,7 +6,7 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE)
-def features(partials: Input[List[Dataset]], ingest_summary: Input[Dataset], features: Output[Dataset],
+def features(partials: Input[list[Dataset]], ingest_summary: Input[Dataset], features: Output[Dataset],
              metrics: Output[Metrics]):
     """Sequences with a leave-one-out split, item vocabulary, search pairs and click samples, from all days."""
     from pathlib import Path

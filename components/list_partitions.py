@@ -1,4 +1,3 @@
-from typing import List
 
 from kfp import dsl
 
@@ -6,7 +5,7 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE)
-def list_partitions(data_uri: str) -> List[str]:
+def list_partitions(data_uri: str) -> list[str]:
     """The days of raw logs under data_uri/events: one ingest task runs per day."""
     from shoprec.storage import list_partitions as days
 

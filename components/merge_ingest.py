@@ -1,4 +1,3 @@
-from typing import List
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
@@ -7,7 +6,7 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE)
-def merge_ingest(parts: Input[List[Dataset]], max_quarantine: float, summary: Output[Dataset],
+def merge_ingest(parts: Input[list[Dataset]], max_quarantine: float, summary: Output[Dataset],
                  metrics: Output[Metrics]) -> str:
     """Sum the days' ingest reports and check the quarantine limit over all of them; returns the data snapshot."""
     import json

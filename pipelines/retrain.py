@@ -25,16 +25,15 @@ from components.list_partitions import list_partitions
 from components.merge_ingest import merge_ingest
 from components.register import register
 from components.train import train
+from shoprec.trainjob import SECRET_ENV
 
 # One line of JSON (which is also YAML): KFP copies defaults into a comment header of the compiled
 # file, and a multi-line default would break that YAML.
 RECIPE = json.dumps(yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "seqrec" / "builtin.yaml").read_text()))
 MAX_PARALLEL_DAYS = 8
-MLFLOW_SECRET = "shoprec-mlflow"  # keys: tracking-uri, username, password
-S3_SECRET = "shoprec-s3"  # keys: endpoint-url, access-key-id, secret-access-key
 
 
-def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe) -> dict:
+def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, nodes=1) -> dict:
     days = list_partitions(data_uri=data_uri)
     days.set_caching_options(False)  # new days arrive under the same URI
     with dsl.ParallelFor(days.output, parallelism=MAX_PARALLEL_DAYS) as day:
@@ -44,7 +43,8 @@ def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_t
     merge_task = merge_ingest(parts=dsl.Collected(ingest_task.outputs["ingested"]), max_quarantine=max_quarantine)
     features_task = features(partials=dsl.Collected(day_task.outputs["partial"]),
                              ingest_summary=merge_task.outputs["summary"])
-    train_task = train(features=features_task.outputs["features"], recipe=recipe, epochs=epochs, workers=workers)
+    train_task = train(features=features_task.outputs["features"], recipe=recipe, epochs=epochs, workers=workers,
+                       nodes=nodes)
     eval_task = evaluate(model=train_task.outputs["model"], features=features_task.outputs["features"],
                          model_name=model_name, margin=margin)
     eval_task.set_caching_options(False)  # the champion it compares with changes between runs
@@ -76,12 +76,11 @@ def retrain(
 
 
 def _secrets_as_env(task) -> None:
-    kubernetes.use_secret_as_env(task, MLFLOW_SECRET, secret_key_to_env={
-        "tracking-uri": "MLFLOW_TRACKING_URI", "username": "MLFLOW_TRACKING_USERNAME",
-        "password": "MLFLOW_TRACKING_PASSWORD"})
-    kubernetes.use_secret_as_env(task, S3_SECRET, secret_key_to_env={
-        "endpoint-url": "AWS_ENDPOINT_URL", "access-key-id": "AWS_ACCESS_KEY_ID",
-        "secret-access-key": "AWS_SECRET_ACCESS_KEY"})
+    by_secret: dict[str, dict[str, str]] = {}
+    for env, (secret, key) in SECRET_ENV.items():
+        by_secret.setdefault(secret, {})[key] = env
+    for secret, key_to_env in sorted(by_secret.items()):
+        kubernetes.use_secret_as_env(task, secret, secret_key_to_env=key_to_env)
 
 
 @dsl.pipeline(name="shoprec-retrain-cluster",
@@ -90,13 +89,14 @@ def retrain_cluster(
     data_uri: str = "s3://shoprec-raw/shop",
     epochs: int = 0,
     gpus: int = 1,
+    nodes: int = 1,
     model_name: str = "shoprec-seqrec",
     margin: float = 0.0,
     max_quarantine: float = 0.05,
     deploy_target: str = "kserve",
     recipe: str = RECIPE,
 ):
-    tasks = _dag(data_uri, epochs, gpus, model_name, margin, max_quarantine, deploy_target, recipe)
+    tasks = _dag(data_uri, epochs, gpus, model_name, margin, max_quarantine, deploy_target, recipe, nodes=nodes)
     for name in ("days", "ingest", "evaluate", "register", "deploy"):
         _secrets_as_env(tasks[name])
     for name in ("days", "ingest", "day_features", "merge", "features", "evaluate", "register", "deploy"):

@@ -120,8 +120,8 @@ def tiny_features(tiny_shop, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_features, tmp_path_factory) -> Path:
     """A SASRec model trained in-process for a few epochs on the tiny shop."""
-    from shoprec.train import TrainConfig, train
     from shoprec.models.seqrec import SeqRecConfig
+    from shoprec.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("model")
     cfg = TrainConfig(epochs=6, batch_size=32, lr=3e-3, patience=10,

@@ -18,7 +18,7 @@ import logging
 import os
 import subprocess
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def download_model_dir(name: str, alias_or_version: str = CHAMPION, dst: str | P
     """Local folder with the shoprec model files of ``models:/name@alias`` (or ``/version``), and its version."""
     import mlflow
 
-    c = client()
+    client()  # points mlflow at the tracking and registry URI
     if alias_or_version.isdigit():
         version = alias_or_version
     else:
@@ -104,14 +104,18 @@ def download_model_dir(name: str, alias_or_version: str = CHAMPION, dst: str | P
     return Path(local) / "artifacts" / "model_dir", str(version)
 
 
-def record_alias(name: str, alias: str, version: str, reason: str, by: str | None = None) -> dict:
-    """Move ``alias`` to ``version`` and append the move to the model's history tags."""
+def record_alias(name: str, alias: str, version: str, reason: str, by: str | None = None,
+                 action: str = "move") -> dict:
+    """Move ``alias`` to ``version`` and append the move to the model's history tags.
+
+    ``action`` is ``move`` (pipeline or promote) or ``rollback`` (undoes the latest move, see :func:`rollback`).
+    """
     c = client()
     previous = version_by_alias(name, alias)
     c.set_registered_model_alias(name, alias, str(version))
     entry = {"alias": alias, "version": str(version), "previous": str(previous.version) if previous else None,
              "reason": reason, "by": by or os.environ.get("SHOPREC_USER") or getpass.getuser(),
-             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+             "at": datetime.now(UTC).isoformat(timespec="seconds"), "action": action}
     tags = c.get_registered_model(name).tags
     n = sum(1 for k in tags if k.startswith(HISTORY_TAG))
     c.set_registered_model_tag(name, f"{HISTORY_TAG}{n:05d}", json.dumps(entry))
@@ -122,6 +126,99 @@ def record_alias(name: str, alias: str, version: str, reason: str, by: str | Non
 def alias_history(name: str) -> list[dict]:
     tags = client().get_registered_model(name).tags
     return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(HISTORY_TAG)]
+
+
+def _model_version(name: str, version: str):
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    _model_version_check(name)
+    try:
+        return c.get_model_version(name, str(version))
+    except MlflowException as e:
+        raise RegistryError(f"model {name!r} has no version {version!r}") from e
+
+
+def list_versions(name: str) -> list[dict]:
+    """Every version of ``name``, newest first: aliases, gate, evaluation metrics, run and creation time."""
+    c = client()
+    rm = _model_version_check(name)
+    aliases: dict[str, list[str]] = {}
+    for alias, v in (rm.aliases or {}).items():
+        aliases.setdefault(str(v), []).append(alias)
+    out = []
+    for mv in c.search_model_versions(f"name='{name}'"):
+        tags = mv.tags or {}
+        try:
+            evaluation = json.loads(tags.get("shoprec.evaluation", "{}"))
+        except json.JSONDecodeError:
+            evaluation = {}
+        out.append({"name": name, "version": str(mv.version), "aliases": sorted(aliases.get(str(mv.version), [])),
+                    "gate": tags.get("shoprec.gate"), "evaluation": evaluation, "run_id": mv.run_id,
+                    "kfp_run_id": tags.get(KFP_RUN_TAG, ""), "reason": tags.get("shoprec.reason", ""),
+                    "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(
+                        timespec="seconds") if mv.creation_timestamp else None})
+    return sorted(out, key=lambda r: -int(r["version"]))
+
+
+def list_models() -> list[str]:
+    return sorted(m.name for m in client().search_registered_models())
+
+
+def promote(name: str, version: str, reason: str = "", force: bool = False, by: str | None = None) -> dict:
+    """Move ``champion`` to ``version`` by hand; only a version that passed evaluation unless ``force``."""
+    mv = _model_version(name, version)
+    gate = (mv.tags or {}).get("shoprec.gate")
+    if gate != "True" and not force:
+        why = "failed its evaluation gate" if gate == "False" else "has no evaluation (tag shoprec.gate)"
+        raise RegistryError(f"{name} v{version} {why}; use --force to promote it anyway")
+    champ = version_by_alias(name, CHAMPION)
+    if champ is not None and str(champ.version) == str(version):
+        raise RegistryError(f"{name} v{version} is already the champion")
+    reason = reason or ("promoted by hand" + (" (forced past the gate)" if gate != "True" else ""))
+    return record_alias(name, CHAMPION, str(version), reason, by=by)
+
+
+def champion_lineage(name: str) -> list[str]:
+    """The champion versions as a stack: moves push, rollbacks pop; the last is the champion now."""
+    stack: list[str] = []
+    for e in alias_history(name):
+        if e.get("alias") != CHAMPION:
+            continue
+        if e.get("action") == "rollback":
+            if stack:
+                stack.pop()
+            if not stack or stack[-1] != e["version"]:
+                stack.append(e["version"])
+        else:
+            stack.append(e["version"])
+    return stack
+
+
+def rollback(name: str, reason: str = "", by: str | None = None) -> dict:
+    """Move ``champion`` back to the version it held before the latest move (rollbacks are undone in turn)."""
+    _model_version_check(name)
+    champ = version_by_alias(name, CHAMPION)
+    stack = champion_lineage(name)
+    if champ is None:
+        raise RegistryError(f"{name} has no champion to roll back")
+    if stack and stack[-1] != str(champ.version):  # moved outside shoprec: treat the current one as the top
+        stack.append(str(champ.version))
+    previous = [v for v in stack[:-1] if v != str(champ.version)]
+    if not previous:
+        raise RegistryError(f"{name} has no earlier champion than v{champ.version} in its alias history")
+    target = previous[-1]
+    _model_version(name, target)
+    return record_alias(name, CHAMPION, target, reason or f"rollback from v{champ.version}", by=by, action="rollback")
+
+
+def _model_version_check(name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_registered_model(name)
+    except MlflowException as e:
+        raise RegistryError(f"no registered model {name!r} in {tracking_uri()}") from e
 
 
 def metric_key(name: str) -> str:
@@ -166,7 +263,11 @@ def register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_r
     tags = {KFP_RUN_TAG: kfp_run_id, "shoprec.git_commit": _git_commit(),
             "shoprec.parent_champion": champion.version if champion else "none",
             "shoprec.gate": str(evaluation["gate"]), "shoprec.data_snapshot": json.dumps(data_snapshot or {})[:5000]}
-    with mlflow.start_run(experiment_id=exp, run_name=f"retrain-{kfp_run_id or 'manual'}", tags=tags) as run:
+    # System metrics (CPU, memory, disk, network; GPU with pynvml) sampled every second while the run is open.
+    mlflow.set_system_metrics_sampling_interval(1)
+    mlflow.set_system_metrics_samples_before_logging(1)
+    with mlflow.start_run(experiment_id=exp, run_name=f"retrain-{kfp_run_id or 'manual'}", tags=tags,
+                          log_system_metrics=True) as run:
         params = _flatten(summary.get("config", {}))
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         for row in summary.get("history", []):

@@ -24,7 +24,7 @@ class S3Location:
     prefix: str
 
     @classmethod
-    def parse(cls, uri: str) -> "S3Location":
+    def parse(cls, uri: str) -> S3Location:
         rest = uri[len("s3://"):]
         bucket, _, prefix = rest.partition("/")
         if not bucket:

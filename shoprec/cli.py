@@ -152,16 +152,119 @@ def pipeline_run(local: bool, data_uri: str | None, epochs: int | None, workers:
     _print_json(run_local(data_uri=data_uri, epochs=epochs, workers=workers, model_name=model_name, margin=margin))
 
 
+# ------------------------------------------------------------------ model registry
+@main.group()
+def models() -> None:
+    """The model registry (MLFLOW_TRACKING_URI): versions, champion/challenger promotion, rollback, history."""
+
+
+def _registry_call(fn, *args, **kwargs):
+    from mlflow.exceptions import MlflowException
+
+    from shoprec.registry import RegistryError
+
+    try:
+        return fn(*args, **kwargs)
+    except RegistryError as e:
+        raise click.ClickException(str(e)) from e
+    except MlflowException as e:
+        raise click.ClickException(f"MLflow: {e.message}") from e
+
+
+@models.command("list")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models_list(name: str | None, as_json: bool) -> None:
+    """Registered models, or the versions of NAME with their aliases, gate and evaluation metrics."""
+    from shoprec import registry
+
+    if not name:
+        names = _registry_call(registry.list_models)
+        if as_json:
+            _print_json(names)
+        else:
+            click.echo("\n".join(names) if names else f"no registered models in {registry.tracking_uri()}")
+        return
+    rows = _registry_call(registry.list_versions, name)
+    if as_json:
+        _print_json(rows)
+        return
+    click.echo(f"{'version':>7}  {'aliases':<22} {'gate':<5} {'ndcg@10':>8} {'hr@10':>7} {'mrr@10':>7}  created")
+    for r in rows:
+        ev = [f"{v:.4f}" if isinstance(v := r["evaluation"].get(k), (int, float)) else "-"
+              for k in ("ndcg@10", "hr@10", "mrr@10")]
+        click.echo(f"{r['version']:>7}  {','.join(r['aliases']) or '-':<22} {r['gate'] or '-':<5} "
+                   f"{ev[0]:>8} {ev[1]:>7} {ev[2]:>7}  {r['created'] or '-'}")
+
+
+@models.command("promote")
+@click.argument("name")
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Promote even if the version did not pass its evaluation gate.")
+@click.option("--reason", default="", help="Why (kept in the alias history).")
+def models_promote(name: str, version: str, force: bool, reason: str) -> None:
+    """Make VERSION of NAME the champion (it must have passed evaluation unless --force)."""
+    from shoprec import registry
+
+    entry = _registry_call(registry.promote, name, version, reason=reason, force=force)
+    click.echo(f"{name}@champion -> v{entry['version']} (was {('v' + entry['previous']) if entry['previous'] else 'none'})")
+
+
+@models.command("rollback")
+@click.argument("name")
+@click.option("--reason", default="", help="Why (kept in the alias history).")
+def models_rollback(name: str, reason: str) -> None:
+    """Move NAME's champion back to the previous champion in its alias history."""
+    from shoprec import registry
+
+    entry = _registry_call(registry.rollback, name, reason=reason)
+    click.echo(f"{name}@champion -> v{entry['version']} (rolled back from v{entry['previous']})")
+
+
+@models.command("history")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models_history(name: str, as_json: bool) -> None:
+    """Who moved which alias of NAME to which version, when and why."""
+    from shoprec import registry
+
+    _registry_call(registry.list_versions, name)  # a clear error for an unknown model
+    entries = _registry_call(registry.alias_history, name)
+    if as_json:
+        _print_json(entries)
+        return
+    for e in entries:
+        prev = f"v{e['previous']}" if e.get("previous") else "none"
+        click.echo(f"{e['at']}  {e['alias']:<10} {prev:>5} -> v{e['version']:<4} {e.get('action', 'move'):<8} "
+                   f"by {e['by']}: {e['reason']}")
+
+
 # ------------------------------------------------------------------ serving and demo
 @main.command("serve")
 @click.option("--model", "model_uri", required=True, help="models:/NAME@champion, runs:/..., or a model folder.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True)
-def serve_cmd(model_uri: str, host: str, port: int) -> None:
-    """Serve the model over HTTP (POST /v1/recommend, GET /healthz)."""
+@click.option("--ranker", "ranker_dir", default=None, help="Ranker model folder: re-rank /v1/search's BM25 candidates.")
+@click.option("--poll-seconds", default=30.0, show_default=True,
+              help="Look up the models:/NAME@ALIAS alias this often and swap in a moved version (0: never).")
+@click.option("--max-batch", default=64, show_default=True, help="Most concurrent requests in one model forward.")
+@click.option("--batch-wait-ms", default=0.0, show_default=True,
+              help="Extra time to collect a batch (0: batch whatever queued while the last forward ran).")
+@click.option("--torch-threads", default=None, type=int, help="Intra-op threads (default: half the cores, at most 4).")
+@click.option("--max-body", default=64 * 1024, show_default=True, help="Largest request body in bytes (413 above).")
+def serve_cmd(model_uri: str, host: str, port: int, ranker_dir: str | None, poll_seconds: float, max_batch: int,
+              batch_wait_ms: float, torch_threads: int | None, max_body: int) -> None:
+    """Serve the model over HTTP: /v1/recommend, /v1/score, /v1/search, /admin/reload, /readyz, /metrics.
+
+    With SHOPREC_API_TOKEN set, /v1/* and /admin/* need Authorization: Bearer <token>.
+    """
     from shoprec.serve import run_server
 
-    run_server(model_uri, host=host, port=port)
+    try:
+        run_server(model_uri, host=host, port=port, ranker_dir=ranker_dir, poll_seconds=poll_seconds,
+                   max_batch=max_batch, max_wait_ms=batch_wait_ms, torch_threads=torch_threads, max_body=max_body)
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from e
 
 
 @main.command("demo")

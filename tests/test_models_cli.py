@@ -1,0 +1,81 @@
+"""``shoprec models list/promote/rollback/history`` against a real mlflow server: a round trip."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from shoprec import registry
+from shoprec.cli import main
+from tests.test_registry import write_evaluation
+
+NAME = "cli-seqrec"
+
+
+@pytest.fixture(scope="module")
+def two_versions(mlflow_server, tiny_model, tmp_path_factory):
+    """v1 passed its gate (champion), v2 failed it (challenger)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    mp.setenv("SHOPREC_USER", "alice")
+    root = tmp_path_factory.mktemp("cli")
+    registry.register(tiny_model, write_evaluation(root / "a", gate=True, ndcg=0.25), NAME, kfp_run_id="cli-1")
+    registry.register(tiny_model, write_evaluation(root / "b", gate=False, ndcg=0.2), NAME, kfp_run_id="cli-2")
+    yield mlflow_server
+    mp.undo()
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(main, list(args))
+    assert (result.exit_code == 0) == ok, result.output
+    return result.output
+
+
+def test_list(two_versions):
+    assert NAME in run("models", "list").splitlines()
+    table = run("models", "list", NAME)
+    lines = table.splitlines()
+    assert lines[1].split()[:6] == ["2", "challenger", "False", "0.2000", "0.4000", "0.1600"]
+    assert lines[2].split()[:3] == ["1", "champion", "True"]
+    rows = json.loads(run("models", "list", NAME, "--json"))
+    assert [(r["version"], r["aliases"], r["evaluation"]["ndcg@10"]) for r in rows] == [
+        ("2", ["challenger"], 0.2), ("1", ["champion"], 0.25)]
+
+
+def test_promote_rollback_history_round_trip(two_versions):
+    refused = run("models", "promote", NAME, "2", ok=False)
+    assert f"{NAME} v2 failed its evaluation gate; use --force" in refused
+    assert "no version '7'" in run("models", "promote", NAME, "7", ok=False)
+    assert "already the champion" in run("models", "promote", NAME, "1", ok=False)
+    assert registry.version_by_alias(NAME).version == "1"
+
+    out = run("models", "promote", NAME, "2", "--force", "--reason", "canary looked good")
+    assert f"{NAME}@champion -> v2 (was v1)" in out
+    assert registry.version_by_alias(NAME).version == "2"
+
+    assert f"{NAME}@champion -> v1 (rolled back from v2)" in run("models", "rollback", NAME, "--reason", "errors up")
+    assert registry.version_by_alias(NAME).version == "1"
+    assert "no earlier champion than v1" in run("models", "rollback", NAME, ok=False)
+
+    history = json.loads(run("models", "history", NAME, "--json"))
+    champion = [(e["version"], e["previous"], e["action"], e["reason"], e["by"]) for e in history
+                if e["alias"] == "champion"]
+    assert champion[1:] == [("2", "1", "move", "canary looked good", "alice"),
+                            ("1", "2", "rollback", "errors up", "alice")]
+    text = run("models", "history", NAME)
+    assert "champion      v2 -> v1    rollback by alice: errors up" in text
+
+
+def test_unknown_model_is_a_clear_error(two_versions):
+    for args in (("list", "ghost"), ("rollback", "ghost"), ("history", "ghost"), ("promote", "ghost", "1")):
+        assert "no registered model 'ghost'" in run("models", *args, ok=False)
+
+
+def test_the_installed_command(two_versions):
+    out = subprocess.run([sys.executable, "-m", "shoprec.cli", "models", "list", NAME], capture_output=True,
+                         text=True, timeout=120, env={**os.environ,
+                                                      "MLFLOW_TRACKING_URI": two_versions.url})
+    assert out.returncode == 0 and "champion" in out.stdout, out.stderr

@@ -58,6 +58,42 @@ def data_synth(out: str, users: int, items: int, days: int, seed: int) -> None:
     _print_json(stats)
 
 
+@data.group("import")
+def data_import() -> None:
+    """Write a public dataset as a raw event log (events/dt=DAY/events.jsonl.gz + catalog.parquet)."""
+
+
+@data_import.command("s3rec")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, help="Folder for the raw event log.")
+def data_import_s3rec(file: str, out: str) -> None:
+    """S3-Rec ``NAME.txt`` (user item item ... per line, time order; timestamps synthesised in that order)."""
+    from shoprec.importers import import_s3rec
+
+    _print_json(import_s3rec(file, out))
+
+
+@data_import.command("recbole")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, help="Folder for the raw event log.")
+@click.option("--name", default=None, help="Dataset name (NAME.inter); default: the only .inter file.")
+def data_import_recbole(folder: str, out: str, name: str | None) -> None:
+    """RecBole atomic files (NAME.inter with timestamps, NAME.item for titles)."""
+    from shoprec.importers import import_recbole
+
+    _print_json(import_recbole(folder, out, name=name))
+
+
+@data_import.command("clickstream")
+@click.argument("csv_file", metavar="CSV", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, help="Folder for the raw event log.")
+def data_import_clickstream(csv_file: str, out: str) -> None:
+    """DIGINETICA-style ';'-separated item views (session_id;user_id;item_id;timeframe;eventdate)."""
+    from shoprec.importers import import_clickstream
+
+    _print_json(import_clickstream(csv_file, out))
+
+
 # ------------------------------------------------------------------ steps
 @main.command("ingest")
 @click.option("--source", required=True, help="Raw data: a folder or s3://bucket/prefix (events/ and catalog.parquet).")
@@ -252,8 +288,10 @@ def models_history(name: str, as_json: bool) -> None:
               help="Extra time to collect a batch (0: batch whatever queued while the last forward ran).")
 @click.option("--torch-threads", default=None, type=int, help="Intra-op threads (default: half the cores, at most 4).")
 @click.option("--max-body", default=64 * 1024, show_default=True, help="Largest request body in bytes (413 above).")
+@click.option("--infer-thread/--infer-on-loop", default=None,
+              help="Batched forwards on their own thread or on the event loop (default: a thread with > 2 cores).")
 def serve_cmd(model_uri: str, host: str, port: int, ranker_dir: str | None, poll_seconds: float, max_batch: int,
-              batch_wait_ms: float, torch_threads: int | None, max_body: int) -> None:
+              batch_wait_ms: float, torch_threads: int | None, max_body: int, infer_thread: bool | None) -> None:
     """Serve the model over HTTP: /v1/recommend, /v1/score, /v1/search, /admin/reload, /readyz, /metrics.
 
     With SHOPREC_API_TOKEN set, /v1/* and /admin/* need Authorization: Bearer <token>.
@@ -262,7 +300,8 @@ def serve_cmd(model_uri: str, host: str, port: int, ranker_dir: str | None, poll
 
     try:
         run_server(model_uri, host=host, port=port, ranker_dir=ranker_dir, poll_seconds=poll_seconds,
-                   max_batch=max_batch, max_wait_ms=batch_wait_ms, torch_threads=torch_threads, max_body=max_body)
+                   max_batch=max_batch, max_wait_ms=batch_wait_ms, torch_threads=torch_threads, max_body=max_body,
+                   infer_thread=infer_thread)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from e
 

@@ -355,11 +355,17 @@ def _json(obj) -> Response:
 
 # ------------------------------------------------------------------ the app
 def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: float = 0.0, max_batch: int = 64,
-               max_wait_ms: float = 0.0, max_body: int = MAX_BODY_BYTES, token: str | None = None) -> FastAPI:
-    """The server for ``model_uri``; loads it before returning (a bad URI raises here, not at the first request)."""
+               max_wait_ms: float = 0.0, max_body: int = MAX_BODY_BYTES, token: str | None = None,
+               infer_thread: bool | None = None) -> FastAPI:
+    """The server for ``model_uri``; loads it before returning (a bad URI raises here, not at the first request).
+
+    ``infer_thread``: run batched forwards on their own thread (default: only with more than 2 cores).
+    """
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     metrics = Metrics()
-    executor = ThreadPoolExecutor(1, thread_name_prefix="shoprec-infer")
+    if infer_thread is None:
+        infer_thread = (os.cpu_count() or 1) > 2
+    executor = ThreadPoolExecutor(1, thread_name_prefix="shoprec-infer") if infer_thread else None
     holder = ModelHolder(model_uri, executor, max_batch=max_batch, max_wait_ms=max_wait_ms, on_batch=metrics.on_batch)
     holder.load()
     metrics.set_model(holder.current, model_uri)
@@ -398,7 +404,8 @@ def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: floa
         yield
         if task:
             task.cancel()
-        executor.shutdown(wait=False)
+        if executor:
+            executor.shutdown(wait=False)
         search_pool.shutdown(wait=False)
 
     app = FastAPI(title="shoprec", version=holder.current.version, lifespan=lifespan,
@@ -499,7 +506,7 @@ def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: floa
 
 def run_server(model_uri: str, host: str = "127.0.0.1", port: int = 8080, ranker_dir: str | None = None,
                poll_seconds: float = 30.0, max_batch: int = 64, max_wait_ms: float = 0.0,
-               torch_threads: int | None = None, max_body: int = MAX_BODY_BYTES) -> None:
+               torch_threads: int | None = None, max_body: int = MAX_BODY_BYTES, infer_thread: bool | None = None) -> None:
     import torch
     import uvicorn
 
@@ -509,6 +516,6 @@ def run_server(model_uri: str, host: str = "127.0.0.1", port: int = 8080, ranker
     torch.set_num_threads(torch_threads or max(1, min(4, cpus // 2)))
     torch.set_num_interop_threads(1)
     app = create_app(model_uri, ranker_dir=ranker_dir, poll_seconds=poll_seconds, max_batch=max_batch,
-                     max_wait_ms=max_wait_ms, max_body=max_body)
+                     max_wait_ms=max_wait_ms, max_body=max_body, infer_thread=infer_thread)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 loop="auto", http="auto", timeout_keep_alive=30)

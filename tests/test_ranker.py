@@ -1,0 +1,215 @@
+"""The LoRA MiniLM ranker, on a tiny randomly initialised BERT (fast) plus one short run on the real MiniLM."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from shoprec.ranker import RankerConfig, SearchIndex, evaluate_ranker, load_ranker, train_ranker  # noqa: E402
+from shoprec.ranker.config import LoraSettings, minilm_dir  # noqa: E402
+from shoprec.ranker.models import (  # noqa: E402
+    Ranker,
+    build_bi_encoder,
+    build_cross_encoder,
+    load_model,
+    merged_copy,
+    quantize_int8,
+    save_model,
+)
+from shoprec.ranker.search import light_stem, rrf  # noqa: E402
+from shoprec.ranker.train import Pair, fit_cross_encoder, listwise_loss, ndcg_at_k, split_keys  # noqa: E402
+
+WORDS = ["hose", "drill", "kettle", "mug", "tent", "lamp", "pen", "saddle", "mouse", "blanket"]
+
+
+def tiny_encoder(seed=0):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    return BertModel(cfg, add_pooling_layer=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> str:
+    """A folder with a tiny random BERT and the real MiniLM tokenizer files, usable as ``base_model``."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("tiny")
+    tiny_encoder().save_pretrained(d)
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if os.path.exists(os.path.join(minilm_dir(), f)):
+            shutil.copy(os.path.join(minilm_dir(), f), d / f)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_base):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_base)
+
+
+def test_lora_trains_only_adapters_and_heads(tiny_base):
+    cfg = RankerConfig(base_model=tiny_base, lora=LoraSettings(r=4, alpha=8))
+    m = build_cross_encoder(cfg)
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "_head" in n for n in trainable)
+    # adapters on q, k, v, attention output and both FFN layers of both layers
+    assert sum("lora_A" in n for n in trainable) == 2 * 6
+    full = build_cross_encoder(RankerConfig(base_model=tiny_base, lora=LoraSettings(enabled=False)))
+    assert all(p.requires_grad for p in full.parameters())
+
+
+def test_save_merges_lora_and_loads_without_pickle(tiny_base, tokenizer, tmp_path):
+    cfg = RankerConfig(base_model=tiny_base, lora=LoraSettings(r=4, alpha=8))
+    m = build_cross_encoder(cfg).eval()
+    with torch.no_grad():  # make the adapters non-zero so merging matters
+        for n, p in m.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    a, b = ["red drill"] * 3, ["cordless drill 18v", "garden hose", "mug"]
+    before = Ranker(m, tokenizer, cfg).score(a, b)
+    save_model(m, tmp_path, cfg)
+    assert {p.name for p in tmp_path.iterdir()} >= {"model.safetensors", "config.json", "vocab.txt"}
+    assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.bin"))
+    loaded, meta = load_model(tmp_path)
+    assert meta["kind"] == "cross" and not any("lora" in k for k in loaded.state_dict())
+    r = load_ranker(tmp_path)
+    np.testing.assert_allclose(r.score(a, b), before, atol=1e-5)
+    assert r.score(a, b, head="aux").shape == (3,)
+    # the trained (unmerged) model was left alone
+    assert any("lora_" in n for n, _ in m.named_parameters())
+    np.testing.assert_allclose(Ranker(merged_copy(m), tokenizer, cfg).score(a, b), before, atol=1e-5)
+
+
+def test_int8_quantisation_keeps_scores_close(tiny_base, tokenizer):
+    cfg = RankerConfig(base_model=tiny_base, lora=LoraSettings(enabled=False))
+    m = build_cross_encoder(cfg).eval()
+    q = quantize_int8(m)
+    assert any("quantized" in type(mod).__module__ for mod in q.modules())
+    a, b = ["drill"] * 8, [f"{w} pro" for w in WORDS[:8]]
+    np.testing.assert_allclose(Ranker(q, tokenizer, cfg).score(a, b), Ranker(m, tokenizer, cfg).score(a, b),
+                               atol=0.02)
+
+
+def test_cross_encoder_learns_query_title_match(tiny_base, tokenizer, tmp_path):
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+
+    def groups(n):
+        out = []
+        for _ in range(n):
+            q = str(rng.choice(WORDS))
+            others = [w for w in WORDS if w != q]
+            out.append([Pair(q, f"acme {q} pro", 1.0, 1.0)] +
+                       [Pair(q, f"acme {w} pro", 0.0, 0.0) for w in rng.choice(others, 3, replace=False)])
+        return out
+
+    train, valid = groups(160), groups(20)
+    cfg = RankerConfig(base_model=tiny_base, lora=LoraSettings(enabled=False), listwise_weight=0.5,
+                       fit=dict(epochs=10, batch_size=8, lr=3e-3, warmup_ratio=0.1, metric="auc", mode="max",
+                                patience=10, progress=False, fgm_epsilon=0.1))
+    cfg = RankerConfig.from_dict(cfg.to_dict())
+    model, summary = fit_cross_encoder(cfg, train, valid, tmp_path, tokenizer=tokenizer)
+    assert summary["best_auc"] > 0.9, summary["history"]
+    assert summary["history"][-1]["loss"] < summary["history"][0]["loss"]
+
+
+def test_metrics_and_helpers():
+    assert ndcg_at_k(np.array([3.0, 2, 1]), np.array([1.0, 0, 0])) == pytest.approx(1.0)
+    assert ndcg_at_k(np.array([1.0, 2, 3]), np.array([1.0, 0, 0])) == pytest.approx(0.5)
+    assert rrf([[1, 2, 3], [3, 4]]) == [3, 1, 2, 4] or rrf([[1, 2, 3], [3, 4]])[0] == 3
+    assert light_stem(["drills", "boxes", "batteries", "glass", "hose"]) == ["drill", "box", "battery", "glass", "hose"]
+    s1 = split_keys(list("abcdefghij") * 2, 0, 0.2, 0.2)
+    assert s1 == split_keys(list("jihgfedcba"), 0, 0.2, 0.2)
+    assert sorted(s1.values()).count("test") == 2 and sorted(s1.values()).count("valid") == 2
+    loss = listwise_loss(torch.tensor([2.0, 0.0, 5.0, 1.0]), torch.tensor([1.0, 0.0, 1.0, 0.0]),
+                         torch.tensor([0, 0, 1, 1]))
+    assert float(loss) < 0.2
+
+
+def test_search_index_fuses_and_reranks(tiny_base, tokenizer, tmp_path):
+    cfg = RankerConfig(base_model=tiny_base, lora=LoraSettings(enabled=False))
+    ranker = Ranker(build_cross_encoder(cfg).eval(), tokenizer, cfg, build_bi_encoder(cfg).eval())
+    titles = [f"{b} {w}" for b in ("acme", "orca", "vega") for w in WORDS]
+    ids = [f"p{i}" for i in range(len(titles))]
+    idx = SearchIndex.build(ids, titles, ranker)
+    assert idx.vectors.shape == (len(titles), 32)
+    np.testing.assert_allclose(np.linalg.norm(idx.vectors, axis=1), 1.0, atol=1e-5)
+    assert set(idx.bm25_topk(["drills"], 5)[0]) == {titles.index(f"{b} drill") for b in ("acme", "orca", "vega")}
+    hits = idx.search("drills", k=5, rerank_depth=4)
+    assert len(hits) == 5 and hits[0]["score"] is not None and hits[4]["score"] is None
+    idx.save(tmp_path / "search")
+    again = SearchIndex.load(tmp_path / "search", ranker)
+    assert again.candidates(["orca mug"], 6) == idx.candidates(["orca mug"], 6)
+
+
+def shop_features(folder: Path, n_queries: int = 60) -> Path:
+    """A small features folder in shoprec.features' format: clicks go to titles containing the query word."""
+    rng = np.random.default_rng(0)
+    titles = [f"{b} {w} {s}" for b in ("acme", "orca") for w in WORDS for s in ("s", "xl")]
+    items = pd.DataFrame({"idx": np.arange(1, len(titles) + 1, dtype=np.int32),
+                          "item_id": [f"i{i}" for i in range(len(titles))], "title": titles})
+    rows, samples = [], []
+    for s in range(n_queries):
+        q = str(rng.choice(WORDS))
+        for pos, j in enumerate(rng.choice(len(titles), 6, replace=False)):
+            click = q in titles[j] or rng.random() < 0.05
+            rows.append((f"s{s}", q, f"i{j}", int(j) + 1, titles[j], float(pos), click, click and rng.random() < 0.3))
+        h = " ; ".join(rng.choice(titles, 3))
+        samples += [(h, 1, titles[0], 1), (h, 2, titles[1], 0)]
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["session_id", "query", "item_id", "item_idx", "title", "position", "clicked",
+                                "purchased"]).to_parquet(folder / "search_pairs.parquet")
+    pd.DataFrame(samples, columns=["history", "item_idx", "title", "clicked"]).to_parquet(folder / "click_samples.parquet")
+    items.to_parquet(folder / "items.parquet")
+    return folder
+
+
+def test_train_ranker_end_to_end_api(tiny_base, tmp_path):
+    feats = shop_features(tmp_path / "features")
+    cfg = {"base_model": tiny_base, "max_len": 16, "bi_max_len": 12, "lora": {"r": 4, "alpha": 8},
+           "fit": {"epochs": 2, "batch_size": 4, "lr": 2e-3, "progress": False},
+           "bi_fit": {"epochs": 1, "batch_size": 8, "progress": False}}
+    summary = train_ranker(feats, tmp_path / "model", cfg)
+    out = tmp_path / "model"
+    assert summary["cross"]["trainable_params"] < summary["cross"]["total_params"]
+    for f in ("model.safetensors", "config.json", "tokenizer.json", "bi_encoder/model.safetensors",
+              "search/items.json", "search/vectors.npy", "metrics.json"):
+        assert (out / f).exists(), f
+    metrics = evaluate_ranker(out, feats)
+    assert set(metrics) >= {"auc", "logloss", "search_ndcg@10"}
+    assert 0 <= metrics["search_ndcg@10"] <= 1 and metrics["logloss"] > 0
+    assert json.loads((out / "metrics.json").read_text())["test"]["auc"] == pytest.approx(metrics["auc"])
+    ranker = load_ranker(out)
+    idx = SearchIndex.load(out / "search", ranker)
+    assert [h["item_id"] for h in idx.search("kettle", k=3, rerank_depth=3)]
+    int8 = load_ranker(out, int8=True)
+    assert int8.score(["kettle"], ["acme kettle s"]).shape == (1,)
+
+
+def test_real_minilm_lora_few_steps(tmp_path):
+    """The one test on the real pretrained MiniLM: a few LoRA steps, then merge + save + reload give the same scores."""
+    from transformers import AutoTokenizer
+
+    cfg = RankerConfig(max_len=24, lora=LoraSettings(r=8, alpha=16),
+                       fit=dict(epochs=1, batch_size=2, lr=5e-4, max_steps_per_epoch=3, progress=False, threads=1))
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    groups = [[Pair("cordless drill", "18v cordless drill kit", 1.0, 1.0), Pair("cordless drill", "garden hose", 0.0, 0.0)],
+              [Pair("coffee mug", "ceramic coffee mug", 1.0, 0.0), Pair("coffee mug", "tent 4 person", 0.0, 0.0)]] * 3
+    model, summary = fit_cross_encoder(cfg, groups, groups[:2], tmp_path, tokenizer=tok)
+    assert summary["trainable_params"] / summary["total_params"] < 0.02
+    a, b = [p.a for g in groups[:2] for p in g], [p.b for g in groups[:2] for p in g]
+    before = Ranker(model, tok, cfg).score(a, b)
+    save_model(model, tmp_path / "m", cfg)
+    np.testing.assert_allclose(load_ranker(tmp_path / "m").score(a, b), before, atol=1e-4)

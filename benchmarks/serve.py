@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
             }
         ours_r, peer = endpoints["recommend"]["shoprec"], endpoints["recommend"]["mlflow"]
         result = {
-            "command": "python benchmarks/serve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": " ".join(["python benchmarks/serve.py", *(argv if argv is not None else sys.argv[1:])]),
             "endpoints": endpoints,
             "ratios": {"recommend_p99_c1_vs_mlflow": round(ours_r["p99_ms"] / peer["p99_ms"], 3),
                        "recommend_rps_c16_vs_mlflow": round(ours_r["rps_c16"] / peer["rps_c16"], 2)},

@@ -47,6 +47,7 @@ def test_register_twice_for_one_kfp_run_makes_one_version(store, tiny_model):
     curve = c.get_metric_history(first["run_id"], "valid_ndcg_at_10")
     assert [m.step for m in curve] == [row["epoch"] for row in epochs] and len(curve) > 1
     assert run.data.metrics["candidate_ndcg_at_10"] == pytest.approx(0.3)
+    assert "system/cpu_utilization_percentage" in run.data.metrics  # log_system_metrics works offline
     assert {a.path for a in c.list_artifacts(first["run_id"], "evaluation")} >= {"evaluation/evaluation.json"}
     mv = c.get_model_version("reg-idem", "1")
     assert mv.tags["shoprec.gate"] == "True" and mv.tags["shoprec.kfp_run_id"] == "kfp-run-1"

@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from shoprec import metrics
 from shoprec.features import load_items, load_sequences
-from shoprec.models.seqrec import PAD, SeqRec, SeqRecConfig, left_pad, save_model
+from shoprec.models.seqrec import PAD, SeqRec, SeqRecConfig, left_pad, save_model, trim
 
 log = logging.getLogger("shoprec.train")
 
@@ -58,6 +58,11 @@ class TrainConfig:
     """Users scored at once in evaluation."""
     max_train_minutes: float = 0.0
     """Stop training after this many minutes (0: no limit)."""
+    group_by_length: bool = True
+    """Batch shoppers of similar history length together (within shuffled windows of 50 batches), so
+    batches are cut to their longest history instead of max_len: same examples, a fraction of the work."""
+    threads: int = 0
+    """CPU threads per process (0: the cores divided by the processes on this node)."""
     model: SeqRecConfig = field(default_factory=SeqRecConfig)
 
     @classmethod
@@ -113,11 +118,24 @@ def make_batch(batch: list[list[int]], cfg: SeqRecConfig, gen: torch.Generator) 
     return inputs, targets
 
 
+def length_grouped_batches(indices: list[int], lengths: list[int], batch_size: int, gen: torch.Generator,
+                           window: int = 50) -> list[list[int]]:
+    """Batches of (already shuffled) ``indices``: each window of ``window`` batches is sorted by length
+    and cut into batches, then all batches are shuffled. Every index is used exactly once."""
+    batches = []
+    for w in range(0, len(indices), window * batch_size):
+        chunk = sorted(indices[w:w + window * batch_size], key=lambda i: lengths[i])
+        batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+    order = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in order]
+
+
 def evaluate_split(model: SeqRec, seqs: list[list[int]], split: str, batch_size: int, device,
                    rank: int = 0, world: int = 1) -> dict[str, float]:
     """Leave-one-out metrics summed over this process's share of users (``split``: valid or test)."""
     cut = 2 if split == "valid" else 1
-    mine = [s for s in seqs[rank::world] if len(s) >= 3]
+    # sorted by length, so each batch is cut to about its own length; the sums do not depend on order
+    mine = sorted((s for s in seqs[rank::world] if len(s) >= 3), key=lambda s: min(len(s), model.cfg.max_len + cut))
     sums: dict[str, float] = {}
     model.eval()
     for i in range(0, len(mine), batch_size):
@@ -157,7 +175,7 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
     if use_cuda:
         torch.cuda.set_device(device)
     else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     is_main = rank == 0
@@ -175,13 +193,13 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     data = TrainSequences(seqs, cfg.model.max_len)
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
-    loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler, collate_fn=list)
+    lengths = [len(s) for s in data.seqs]
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     neg_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 1)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and cfg.amp)
 
     state = {"epoch": -1, "best_ndcg": -1.0, "best_epoch": -1, "stale": 0, "history": [], "train_seconds": 0.0,
-             "sequences_seen": 0}
+             "sequences_seen": 0, "elapsed_seconds": 0.0}
     last = ckpt_dir / "last.pt"
     if resume and last.exists():
         ckpt = torch.load(last, map_location=device, weights_only=True)
@@ -205,10 +223,16 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
             break
         sampler.set_epoch(epoch)
         ddp.train()
-        t0, total, steps, seen = time.perf_counter(), 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not (is_main and progress), leave=False)
-        for batch in bar:
-            inputs, targets = make_batch(batch, cfg.model, gen)
+        t0, c0, total, steps, seen = time.perf_counter(), time.process_time(), 0.0, 0, 0
+        mine = list(sampler)
+        if cfg.group_by_length:
+            index_batches = length_grouped_batches(mine, lengths, cfg.batch_size, gen)
+        else:
+            index_batches = [mine[b:b + cfg.batch_size] for b in range(0, len(mine), cfg.batch_size)]
+        bar = tqdm(index_batches, desc=f"epoch {epoch}", unit="batch", disable=not (is_main and progress), leave=False)
+        for batch_idx in bar:
+            batch = [data.seqs[i] for i in batch_idx]
+            inputs, targets = trim(*make_batch(batch, cfg.model, gen))
             inputs, targets = inputs.to(device), targets.to(device)
             with autocast:
                 hidden = ddp(inputs)
@@ -222,11 +246,18 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
             bar.set_postfix(loss=f"{total / steps:.4f}")
         seconds = time.perf_counter() - t0
         state["train_seconds"] += seconds
+        cpu = time.process_time() - c0
+        state["train_cpu_seconds"] = state.get("train_cpu_seconds", 0.0) + cpu
+        t_eval = time.perf_counter()
         state["sequences_seen"] += seen * world
         sums = _all_reduce_sums(evaluate_split(model, seqs, "valid", cfg.eval_batch_size, device, rank, world), device)
         valid = metrics.finish(sums)
+        state["elapsed_seconds"] = state.get("elapsed_seconds", 0.0) + seconds + time.perf_counter() - t_eval
         row = {"epoch": epoch, "loss": total / max(steps, 1), "valid_ndcg@10": valid["ndcg@10"],
-               "valid_hr@10": valid["hr@10"], "epoch_seconds": seconds, "sequences_per_s": seen * world / seconds}
+               "valid_hr@10": valid["hr@10"], "epoch_seconds": seconds, "sequences_per_s": seen * world / seconds,
+               "epoch_cpu_seconds": cpu,
+               "train_seconds_total": state["train_seconds"], "elapsed_seconds_total": state["elapsed_seconds"],
+               "train_cpu_seconds_total": state["train_cpu_seconds"]}
         state["history"].append(row)
         improved = valid["ndcg@10"] > state["best_ndcg"]
         if improved:
@@ -258,7 +289,8 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
         summary = {
             "objective": cfg.model.objective, "loss": cfg.model.loss, "world_size": world,
             "best_epoch": state["best_epoch"], "epochs_run": state["epoch"] + 1,
-            "train_seconds": state["train_seconds"],
+            "train_seconds": state["train_seconds"], "elapsed_seconds": state.get("elapsed_seconds", 0.0),
+            "train_cpu_seconds": state.get("train_cpu_seconds", 0.0),
             "sequences_per_s": state["sequences_seen"] / max(state["train_seconds"], 1e-9),
             "valid": valid_best, "test": test, "history": state["history"], "config": asdict(cfg),
         }
@@ -300,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
     cfg = load_recipe(a.recipe, **json.loads(a.overrides))
-    train(a.features, a.out, cfg, resume=not a.no_resume)
+    train(a.features, a.out, cfg, resume=not a.no_resume, progress=sys.stderr.isatty())
 
 
 if __name__ == "__main__":

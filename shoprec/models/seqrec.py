@@ -48,6 +48,14 @@ class SeqRecConfig:
     """gBCE calibration t in [0, 1]; 0 is plain BCE."""
     mask_prob: float = 0.2
     """BERT4Rec: fraction of history positions masked in training."""
+    emb_norm: bool = False
+    """LayerNorm on the embeddings before the first layer (SASRec/RecBole style)."""
+    emb_scale: bool = True
+    """Multiply item embeddings by sqrt(d_model) before adding position embeddings."""
+    norm_first: bool = True
+    """Pre-LayerNorm layers plus a final LayerNorm (False: post-LayerNorm, as in the SASRec paper)."""
+    init_std: float = 0.02
+    """Std of the normal initialisation of embeddings and linear layers."""
 
     def __post_init__(self):
         if self.objective not in ("sasrec", "bert4rec"):
@@ -73,6 +81,41 @@ class SeqRecConfig:
         return self.n_items + 1
 
 
+class Block(nn.Module):
+    """One transformer layer (attention + feed-forward, residual, pre- or post-LayerNorm) on SDPA.
+
+    ``scaled_dot_product_attention`` takes one (B, 1, L, L) mask for all heads and picks a fused kernel,
+    which is several times faster on a CPU than ``nn.MultiheadAttention`` with a per-head mask.
+    """
+
+    def __init__(self, d: int, heads: int, ff: int, dropout: float, norm_first: bool):
+        super().__init__()
+        self.heads, self.p, self.norm_first = heads, dropout, norm_first
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.ff1 = nn.Linear(d, ff)
+        self.ff2 = nn.Linear(ff, d)
+        self.norm1 = nn.LayerNorm(d)
+        self.norm2 = nn.LayerNorm(d)
+        self.drop = nn.Dropout(dropout)
+
+    def attend(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        B, L, d = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.p if self.training else 0.0)
+        return self.drop(self.out(a.transpose(1, 2).reshape(B, L, d)))
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.ff2(self.drop(F.gelu(self.ff1(x)))))
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        if self.norm_first:
+            x = x + self.attend(self.norm1(x), allowed)
+            return x + self.feed_forward(self.norm2(x))
+        x = self.norm1(x + self.attend(x, allowed))
+        return self.norm2(x + self.feed_forward(x))
+
+
 class SeqRec(nn.Module):
     def __init__(self, cfg: SeqRecConfig):
         super().__init__()
@@ -80,38 +123,52 @@ class SeqRec(nn.Module):
         d = cfg.d_model
         self.item_emb = nn.Embedding(cfg.n_items + 2, d, padding_idx=PAD)
         self.pos_emb = nn.Embedding(cfg.max_len, d)
+        self.emb_norm = nn.LayerNorm(d) if cfg.emb_norm else None
         self.emb_drop = nn.Dropout(cfg.dropout)
-        layer = nn.TransformerEncoderLayer(d, cfg.n_heads, cfg.ff_mult * d, cfg.dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(d)
-        nn.init.normal_(self.item_emb.weight, std=0.02)
-        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.ff_mult * d, cfg.dropout, cfg.norm_first)
+                                    for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(d) if cfg.norm_first else nn.Identity()
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=cfg.init_std)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.item_emb.weight, std=cfg.init_std)
+        nn.init.normal_(self.pos_emb.weight, std=cfg.init_std)
         with torch.no_grad():
             self.item_emb.weight[PAD].zero_()
 
     def attention_mask(self, seq: torch.Tensor) -> torch.Tensor:
-        """Boolean (B*heads, L, L), True where attention is blocked.
+        """Boolean (B, 1, L, L), True where a query position may attend to a key position.
 
         Padding keys are blocked, but every position may attend to itself, so no row is fully
         blocked (a fully blocked row gives NaN in softmax and poisons the gradients).
         """
         B, L = seq.shape
-        blocked = (seq == PAD).unsqueeze(1).expand(B, L, L)
-        if self.cfg.objective == "sasrec":
-            future = torch.triu(torch.ones(L, L, dtype=torch.bool, device=seq.device), diagonal=1)
-            blocked = blocked | future
+        allowed = (seq != PAD).view(B, 1, 1, L).expand(B, 1, L, L)
         eye = torch.eye(L, dtype=torch.bool, device=seq.device)
-        blocked = blocked & ~eye
-        return blocked.repeat_interleave(self.cfg.n_heads, dim=0)
+        if self.cfg.objective == "sasrec":
+            allowed = allowed & torch.ones(L, L, dtype=torch.bool, device=seq.device).tril()
+        return allowed | eye
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """Hidden states (B, L, d) for left-padded item sequences (B, L)."""
+        """Hidden states (B, L, d) for left-padded item sequences (B, L), L <= max_len.
+
+        Positions count back from the end (the last column is always position ``max_len - 1``), so a
+        batch cut to its longest sequence (:func:`trim`) gives exactly the states of the full-width one.
+        """
         L = seq.shape[1]
-        pos = torch.arange(L, device=seq.device)
-        x = self.item_emb(seq) * math.sqrt(self.cfg.d_model) + self.pos_emb(pos)
-        x = self.emb_drop(x) * (seq != PAD).unsqueeze(-1)
-        x = self.encoder(x, mask=self.attention_mask(seq))
+        pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=seq.device)
+        x = self.item_emb(seq)
+        if self.cfg.emb_scale:
+            x = x * math.sqrt(self.cfg.d_model)
+        x = x + self.pos_emb(pos)
+        if self.emb_norm is not None:
+            x = self.emb_norm(x)
+        real = (seq != PAD).unsqueeze(-1)
+        x = self.emb_drop(x) * real
+        allowed = self.attention_mask(seq)
+        for block in self.blocks:
+            x = block(x, allowed)
         return self.norm(x)
 
     def item_weights(self) -> torch.Tensor:
@@ -124,8 +181,10 @@ class SeqRec(nn.Module):
         return logits
 
     def loss(self, hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Loss at positions where ``targets`` is not padding."""
+        """Mean loss over the positions where ``targets`` is not padding."""
         keep = targets != PAD
+        if not bool(keep.any()):  # e.g. a batch of one-item histories: nothing to predict, zero gradient
+            return hidden.sum() * 0.0 + self.item_weights().sum() * 0.0
         h, y = hidden[keep], targets[keep]
         cfg = self.cfg
         if cfg.loss == "ce":
@@ -149,8 +208,20 @@ class SeqRec(nn.Module):
         """Scores over items (B, n_items + 1) for the item after each left-padded history (B, L)."""
         if self.cfg.objective == "bert4rec":
             mask = torch.full_like(histories[:, :1], self.cfg.mask_token)
-            histories = torch.cat([histories[:, 1:], mask], dim=1)
+            histories = torch.cat([histories[:, -(self.cfg.max_len - 1):], mask], dim=1)
+        (histories,) = trim(histories)
         return self.scores(self(histories)[:, -1])
+
+
+def trim(*batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Drop the leading columns that are padding in every row of the first (left-padded) tensor.
+
+    Padding keys are masked, so the model's states at the remaining positions are unchanged; it saves
+    most of the work on short histories. All tensors are cut the same way.
+    """
+    real = (batch[0] != PAD).any(0)
+    first = int(real.to(torch.int8).argmax()) if bool(real.any()) else batch[0].shape[1] - 1
+    return tuple(t[:, first:] for t in batch)
 
 
 def left_pad(seqs: list[list[int]], length: int) -> torch.Tensor:

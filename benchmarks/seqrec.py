@@ -1,0 +1,250 @@
+"""Amazon Beauty benchmark: shoprec's best recipe and BERT4Rec, RecBole side by side.
+
+    .venv/bin/python benchmarks/seqrec.py [--nproc 1] [--recbole-budget-min 30] [--skip-recbole]
+
+1. imports ``Beauty.txt`` (S3-Rec split) through the shop's own path: importer -> raw event log ->
+   ``ingest`` -> ``features``, and checks that the sequences are exactly the file's (same users, items, order);
+2. trains and tests each recipe (``configs/seqrec/medium.yaml``, ``medium-bert4rec.yaml``) with torchrun;
+   test metrics come from the best-validation checkpoint (leave-one-out, all items ranked, history removed);
+3. runs the peer, RecBole 1.2.1 SASRec and BERT4Rec, in its own virtualenv (created on first use under
+   ``.shoprec/bench/recbole-venv``) on a fixed wall-clock budget per model (``benchmarks/recbole_peer.py``),
+   and scores its best-validation model under both protocols (RecBole's and shoprec's);
+4. writes ``benchmarks/results/seqrec-beauty.json`` with the comparisons (time for shoprec's best recipe to
+   reach RecBole's best validation NDCG@10, epoch-time ratio at the same model size).
+
+``--reuse`` takes finished runs from the work folder instead of training again; ``--recbole-results``
+takes the peer's JSON files from an earlier run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+BEAUTY = Path(os.environ.get("SHOPREC_SHARED_DATA", REPO.parent / "shared" / "data")) / "amazon-s3rec" / "Beauty.txt"
+RECBOLE_PINS = ["recbole==1.2.1", "numpy==1.26.4", "pandas==2.2.3", "scipy==1.13.1", "scikit-learn==1.5.2",
+                "torch==2.13.0"]
+PUBLISHED = {
+    "_note": "Beauty (S3-Rec split), leave-one-out, full ranking; NDCG@10 / HR@10 as reported in the papers",
+    "SASRec (DuoRec paper, Qiu et al. 2022)": {"ndcg@10": 0.0318, "hr@10": 0.0605},
+    "DuoRec (Qiu et al. 2022)": {"ndcg@10": 0.0443, "hr@10": 0.0845},
+    "eSASRec (Tikhonov et al. 2025)": {"ndcg@10": 0.0523, "hr@10": 0.0928},
+    "SASRec + sampled softmax (Klenitskiy & Vasilev 2023)": {"ndcg@10": 0.0531, "hr@10": 0.0921},
+}
+METRIC_KEYS = ("ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20", "mrr")
+
+
+def log(msg: str) -> None:
+    print(f"[seqrec-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def prepare(data: Path, work: Path) -> Path:
+    """Beauty.txt -> raw events -> ingest -> features; asserts the sequences are the file's."""
+    from shoprec.features import build_features, load_items, load_sequences
+    from shoprec.importers import import_s3rec
+    from shoprec.ingest import ingest
+
+    feats = work / "features"
+    if not (feats / "sequences.parquet").exists():
+        import_s3rec(data, work / "raw")
+        ingest(str(work / "raw"), work / "ingested", progress=False)
+        build_features(work / "ingested", feats)
+    users, seqs = load_sequences(feats)
+    items = load_items(feats)
+    ids = dict(zip(items["idx"], items["item_id"]))
+    got = {u: [ids[i] for i in s] for u, s in zip(users, seqs)}
+    ref = {p[0]: p[1:] for p in (line.split() for line in open(data)) if p}
+    if got != ref:
+        raise SystemExit("imported sequences differ from the source file")
+    log(f"features: {len(users)} users, {len(items)} items, sequences identical to {data.name}")
+    return feats
+
+
+def train_recipe(feats: Path, out: Path, recipe: Path, nproc: int, reuse: bool, overrides: dict) -> dict:
+    from shoprec.train import launch
+
+    if reuse and (out / "metrics.json").exists():
+        return json.loads((out / "metrics.json").read_text())
+    log(f"training {recipe.name} with {nproc} process(es) -> {out}")
+    env = {"OMP_NUM_THREADS": "1"} if nproc > 1 else {}
+    return launch(feats, out, nproc=nproc, recipe=recipe, max_restarts=0, overrides=overrides, env=env)
+
+
+def recbole_venv(venv: Path) -> Path:
+    py = venv / "bin" / "python"
+    if py.exists() and subprocess.run([str(py), "-c", "import recbole"], capture_output=True).returncode == 0:
+        return py
+    log(f"creating RecBole's virtualenv {venv}")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # torch first, pinned: otherwise recbole's dependencies pull a newer multi-GB build.
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "torch==2.13.0"], check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", *RECBOLE_PINS], check=True)
+    return py
+
+
+def run_recbole(data: Path, work: Path, budget_min: float, venv: Path, parallel: bool) -> dict:
+    py = recbole_venv(venv)
+    procs = {}
+    for model in ("SASRec", "BERT4Rec"):
+        cmd = [str(py), str(REPO / "benchmarks" / "recbole_peer.py"), "--model", model, "--data", str(data),
+               "--work", str(work), "--budget-min", str(budget_min), "--threads", "1",
+               "--out", str(work / f"{model}.json")]
+        log("running " + shlex.join(cmd))
+        logf = open(work / f"{model}.log", "w")
+        procs[model] = (subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT), logf)
+        if not parallel:
+            procs[model][0].wait()
+    for model, (p, logf) in procs.items():
+        if p.wait() != 0:
+            raise SystemExit(f"RecBole {model} failed, see {work / (model + '.log')}")
+        logf.close()
+    return load_recbole(work)
+
+
+def load_recbole(folder: Path) -> dict:
+    return {m: json.loads((folder / f"{m}.json").read_text()) for m in ("SASRec", "BERT4Rec")}
+
+
+def summarise(s: dict, command: str) -> dict:
+    hist = s["history"]
+    best = s["best_epoch"]
+    row = {k: s["test"][k] for k in METRIC_KEYS}
+    row.update({
+        "valid_ndcg@10": s["valid"]["ndcg@10"], "best_epoch": best, "epochs_run": s["epochs_run"],
+        "train_seconds": s["train_seconds"], "train_cpu_seconds": s.get("train_cpu_seconds"),
+        "elapsed_seconds": s.get("elapsed_seconds"),
+        "epoch_seconds_median": sorted(h["epoch_seconds"] for h in hist)[len(hist) // 2],
+        "epoch_cpu_seconds_median": sorted(h.get("epoch_cpu_seconds") or 0 for h in hist)[len(hist) // 2],
+        "sequences_per_s": s["sequences_per_s"], "world_size": s["world_size"],
+        "objective": s["objective"], "loss": s["loss"], "config": s["config"],
+        "valid_curve": [round(h["valid_ndcg@10"], 5) for h in hist], "command": command,
+    })
+    return row
+
+
+def first_reaching(hist: list[dict], target: float, key: str = "valid_ndcg@10") -> dict | None:
+    for h in hist:
+        if h[key] >= target:
+            return h
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(BEAUTY))
+    ap.add_argument("--work", default=str(REPO / ".shoprec" / "bench" / "seqrec"))
+    ap.add_argument("--recipe", default=str(REPO / "configs" / "seqrec" / "medium.yaml"))
+    ap.add_argument("--bert4rec-recipe", default=str(REPO / "configs" / "seqrec" / "medium-bert4rec.yaml"))
+    ap.add_argument("--nproc", type=int, default=1)
+    ap.add_argument("--overrides", default="{}", help="JSON TrainConfig overrides for both recipes (e.g. threads)")
+    ap.add_argument("--reuse", action="store_true", help="reuse finished shoprec runs in --work")
+    ap.add_argument("--skip-recbole", action="store_true")
+    ap.add_argument("--recbole-results", default=None, help="folder with SASRec.json/BERT4Rec.json from recbole_peer.py")
+    ap.add_argument("--recbole-budget-min", type=float, default=30.0)
+    ap.add_argument("--recbole-parallel", action="store_true", help="run both RecBole models at once (1 thread each)")
+    ap.add_argument("--recbole-venv", default=str(REPO / ".shoprec" / "bench" / "recbole-venv"))
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "seqrec-beauty.json"))
+    a = ap.parse_args()
+
+    data, work = Path(a.data), Path(a.work)
+    if not data.exists():
+        raise SystemExit(f"{data} not found (set SHOPREC_SHARED_DATA or --data)")
+    work.mkdir(parents=True, exist_ok=True)
+    command = shlex.join([Path(sys.executable).name, "benchmarks/seqrec.py", *sys.argv[1:]])
+    feats = prepare(data, work)
+    overrides = json.loads(a.overrides)
+    models = {}
+    for name, recipe in (("shoprec-best", a.recipe), ("shoprec-bert4rec", a.bert4rec_recipe)):
+        s = train_recipe(feats, work / name, Path(recipe), a.nproc, a.reuse, dict(overrides))
+        models[name] = summarise(s, command) | {"recipe": str(Path(recipe).relative_to(REPO))}
+        log(f"{name}: test ndcg@10 {s['test']['ndcg@10']:.4f} hr@10 {s['test']['hr@10']:.4f}")
+
+    result = {
+        "command": command, "dataset": {
+            "name": "Amazon Beauty (S3-Rec preprocessing)", "source": str(data),
+            "users": None, "items": None,
+            "import": "shoprec data import s3rec -> ingest -> features; sequences identical to the file"},
+        "protocol": ("leave-one-out (last item test, second-last valid, rest train); every item ranked; the "
+                     "user's earlier items removed from the candidates; ties count against the target; early "
+                     "stopping on valid NDCG@10; test metrics from the best-valid checkpoint only"),
+        "models": models, "published": PUBLISHED,
+    }
+    from shoprec.features import load_items, load_sequences
+    result["dataset"]["users"] = len(load_sequences(feats)[0])
+    result["dataset"]["items"] = len(load_items(feats))
+
+    peers = None
+    if a.recbole_results:
+        peers = load_recbole(Path(a.recbole_results))
+    elif not a.skip_recbole:
+        peers = run_recbole(data, work / "recbole", a.recbole_budget_min, Path(a.recbole_venv), a.recbole_parallel)
+    if peers:
+        result["peers"] = {}
+        for m, r in peers.items():
+            result["peers"][f"recbole-{m.lower()}"] = {
+                "ndcg@10": r["test_shoprec_protocol"]["ndcg@10"], "hr@10": r["test_shoprec_protocol"]["hr@10"],
+                "protocol_of_top_level_metrics": "shoprec (history removed)",
+                "test_shoprec_protocol": {k: r["test_shoprec_protocol"][k] for k in METRIC_KEYS},
+                "test_recbole_protocol": r["test_recbole_protocol"],
+                "best_epoch": r["best_epoch"], "epochs_run": r["epochs_run"], "stopped_by": r["stopped_by"],
+                "budget_minutes": r["budget_minutes"], "threads": r["threads"], "parameters": r["parameters"],
+                "train_seconds": r["train_seconds"], "train_cpu_seconds": r["train_cpu_seconds"],
+                "wall_seconds": r["wall_seconds"], "epoch_seconds_median": r["epoch_seconds_median"],
+                "valid_curve": r["curve"],
+            }
+        result["comparison"] = compare(models, peers, work)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    log(f"wrote {a.out}")
+    print(json.dumps({k: {m: {x: v[x] for x in ("ndcg@10", "hr@10")} for m, v in result[k].items()}
+                      for k in ("models", "peers") if k in result}, indent=1))
+
+
+def compare(models: dict, peers: dict, work: Path) -> dict:
+    """Time-to-RecBole-best and epoch-time ratios, from the recorded curves."""
+    out = {}
+    best_hist = json.loads((work / "shoprec-best" / "metrics.json").read_text())["history"]
+    b4_hist = json.loads((work / "shoprec-bert4rec" / "metrics.json").read_text())["history"]
+    for m, r in peers.items():
+        best = max(r["curve"], key=lambda c: c["valid_ndcg@10_shoprec_protocol"])
+        target = best["valid_ndcg@10_shoprec_protocol"]
+        mine = best_hist if m == "SASRec" else b4_hist
+        for label, hist in (("shoprec-best", best_hist), (f"shoprec-{m.lower()}-objective", mine)):
+            hit = first_reaching(hist, target)
+            out[f"{label}_vs_recbole-{m.lower()}"] = {
+                "recbole_best_valid_ndcg@10_shoprec_protocol": target,
+                "recbole_seconds_to_its_best": best["elapsed_seconds_total"],
+                "shoprec_epoch_reaching_it": hit["epoch"] if hit else None,
+                "shoprec_seconds_to_reach_it": hit["elapsed_seconds_total"] if hit else None,
+                "time_ratio_recbole_over_shoprec": (best["elapsed_seconds_total"] / hit["elapsed_seconds_total"]
+                                                    if hit else None),
+            }
+        rb_epoch = r["epoch_seconds_median"]
+        my_epoch = sorted(h["epoch_seconds"] for h in mine)[len(mine) // 2]
+        rb_cpu = sorted(c["epoch_cpu_seconds"] for c in r["curve"])[len(r["curve"]) // 2]
+        my_cpu = sorted(h.get("epoch_cpu_seconds") or 0 for h in mine)[len(mine) // 2]
+        out[f"throughput_{m.lower()}"] = {
+            "what": ("median seconds for one pass over all training interactions, same data, same model size "
+                     "(d=64, 2 layers, 2 heads, max_len 50); shoprec side: the same objective"),
+            "recbole_epoch_seconds": rb_epoch, "shoprec_epoch_seconds": my_epoch,
+            "ratio_wall": rb_epoch / my_epoch if my_epoch else None,
+            "recbole_epoch_cpu_seconds": rb_cpu, "shoprec_epoch_cpu_seconds": my_cpu,
+            "ratio_cpu": rb_cpu / my_cpu if my_cpu else None,
+        }
+    out["shoprec_best_test_minus_recbole_best_test_ndcg@10"] = {
+        f"recbole-{m.lower()}": models["shoprec-best"]["ndcg@10"] - r["test_shoprec_protocol"]["ndcg@10"]
+        for m, r in peers.items()}
+    return out
+
+
+if __name__ == "__main__":
+    main()

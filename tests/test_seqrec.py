@@ -1,0 +1,102 @@
+"""The sequence model: masking, padding/trim invariance, losses, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shoprec.models.seqrec import SeqRec, SeqRecConfig, left_pad, load_model, save_model, trim
+
+
+def model(**kw) -> SeqRec:
+    torch.manual_seed(0)
+    cfg = SeqRecConfig(**{"n_items": 40, "max_len": 12, "d_model": 16, "n_heads": 2, "n_layers": 2,
+                          "dropout": 0.0, **kw})
+    return SeqRec(cfg).eval()
+
+
+@pytest.mark.parametrize("objective", ["sasrec", "bert4rec"])
+@pytest.mark.parametrize("norm_first,emb_norm", [(True, False), (False, True)])
+def test_padding_and_trim_do_not_change_states(objective, norm_first, emb_norm):
+    m = model(objective=objective, norm_first=norm_first, emb_norm=emb_norm)
+    seqs = [[3, 4, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9], [7]]
+    full = left_pad(seqs, 12)
+    (short,) = trim(full)
+    assert short.shape[1] == 9
+    with torch.no_grad():
+        h_full, h_short = m(full), m(short)
+        alone = m(left_pad([seqs[0]], 12))
+    torch.testing.assert_close(h_full[:, -9:], h_short, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h_full[0, -3:], alone[0, -3:], atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(h_full).all()
+    torch.testing.assert_close(m.next_item_scores(full), m.next_item_scores(short))
+
+
+def test_sasrec_is_causal_and_bert4rec_is_not():
+    seq = left_pad([[1, 2, 3, 4, 5]], 12)
+    changed = seq.clone()
+    changed[0, -1] = 9
+    for objective, same in (("sasrec", True), ("bert4rec", False)):
+        m = model(objective=objective)
+        with torch.no_grad():
+            a, b = m(seq)[0, -2], m(changed)[0, -2]
+        assert torch.allclose(a, b, atol=1e-6) is same
+
+
+@pytest.mark.parametrize("objective", ["sasrec", "bert4rec"])
+@pytest.mark.parametrize("loss", ["ce", "sampled_softmax", "gbce"])
+def test_losses_are_finite_and_train(objective, loss):
+    m = model(objective=objective, loss=loss, n_negatives=16).train()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    seq = left_pad([[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]] * 4, 12)
+    targets = torch.zeros_like(seq)
+    targets[:, :-1] = seq[:, 1:]
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(30):
+        value = m.loss(m(seq), targets, generator=g)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        losses.append(value.item())
+    assert all(map(lambda v: v == v and abs(v) < 1e4, losses))
+    assert sum(losses[-5:]) < sum(losses[:5])
+
+
+def test_gbce_with_t0_is_plain_bce():
+    m = model(loss="gbce", gbce_t=0.0, n_negatives=8)
+    h = torch.randn(1, 3, 16)
+    y = torch.tensor([[0, 5, 6]])
+    g = torch.Generator().manual_seed(1)
+    got = m.loss(h, y, generator=torch.Generator().manual_seed(1))
+    negs = torch.randint(1, 41, (8,), generator=g)
+    w = m.item_weights()
+    hh = h[0, 1:]
+    pos = (hh * w[y[0, 1:]]).sum(-1)
+    neg = hh @ w[negs].T
+    neg = neg.masked_fill(negs.unsqueeze(0) == y[0, 1:].unsqueeze(1), float("-inf"))
+    want = (torch.nn.functional.softplus(-pos) + torch.nn.functional.softplus(neg).sum(-1)).mean()
+    torch.testing.assert_close(got, want)
+
+
+def test_padding_and_mask_items_are_never_recommended():
+    m = model(objective="bert4rec")
+    scores = m.next_item_scores(left_pad([[1, 2, 3]], 12))
+    assert scores.shape == (1, 41)  # padding + 40 items, no [MASK] column
+    assert scores[0, 0] == float("-inf")
+
+
+def test_save_and_load_round_trip(tmp_path):
+    m = model(emb_norm=True, norm_first=False)
+    save_model(m, tmp_path / "m")
+    back = load_model(tmp_path / "m")
+    seq = left_pad([[1, 2, 3], [4, 5]], 12)
+    torch.testing.assert_close(m.next_item_scores(seq), back.next_item_scores(seq))
+    assert back.cfg == m.cfg
+
+
+def test_config_rejects_unknown_values():
+    with pytest.raises(ValueError):
+        SeqRecConfig(objective="gru4rec")
+    with pytest.raises(ValueError):
+        SeqRecConfig.from_dict({"n_items": 3, "bogus": 1})

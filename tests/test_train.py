@@ -1,0 +1,54 @@
+"""Trainer: length-grouped batches, resume after a restart, test metrics from the best checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from shoprec.features import load_sequences
+from shoprec.models.seqrec import load_model
+from shoprec.train import evaluate_split, length_grouped_batches, load_recipe, train, TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = {"batch_size": 32, "lr": 3e-3, "patience": 50, "threads": 1,
+        "model": {"objective": "sasrec", "loss": "sampled_softmax", "n_negatives": 32, "max_len": 20,
+                  "d_model": 32, "n_heads": 2, "n_layers": 1, "emb_norm": True}}
+
+
+def test_length_grouped_batches_use_every_index_once():
+    lengths = [int(x) for x in torch.randint(1, 60, (1000,))]
+    idx = torch.randperm(1000).tolist()[:997]
+    batches = length_grouped_batches(idx, lengths, 32, torch.Generator().manual_seed(0), window=5)
+    assert sorted(i for b in batches for i in b) == sorted(idx)
+    assert all(len(b) <= 32 for b in batches)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 20  # grouped: far less than the ~58 of random batches
+
+
+def test_recipes_load():
+    for path in sorted((REPO / "configs" / "seqrec").glob("*.yaml")):
+        cfg = load_recipe(path)
+        assert isinstance(cfg, TrainConfig), path
+    cfg = load_recipe(REPO / "configs" / "seqrec" / "medium.yaml", epochs=3, model={"dropout": 0.1})
+    assert cfg.epochs == 3 and cfg.model.dropout == 0.1 and cfg.model.objective == "sasrec"
+
+
+def test_resume_continues_and_test_comes_from_best_checkpoint(tiny_features, tmp_path):
+    out = tmp_path / "m"
+    first = train(tiny_features, out, TrainConfig.from_dict({**TINY, "epochs": 2}), progress=False)
+    assert first["epochs_run"] == 2 and len(first["history"]) == 2
+    # a restart with a larger epoch budget picks up after epoch 1 instead of starting over
+    second = train(tiny_features, out, TrainConfig.from_dict({**TINY, "epochs": 4}), progress=False)
+    assert [h["epoch"] for h in second["history"]] == [0, 1, 2, 3]
+    assert second["history"][:2] == first["history"]
+    best = max(second["history"], key=lambda h: h["valid_ndcg@10"])
+    assert second["best_epoch"] == best["epoch"]
+    assert abs(second["valid"]["ndcg@10"] - best["valid_ndcg@10"]) < 1e-9
+    _, seqs = load_sequences(tiny_features)
+    from shoprec import metrics
+    test = metrics.finish(evaluate_split(load_model(out), seqs, "test", 512, "cpu"))
+    assert abs(test["ndcg@10"] - second["test"]["ndcg@10"]) < 1e-9
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test"] == second["test"] and saved["train_seconds"] > 0

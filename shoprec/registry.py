@@ -236,12 +236,34 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _unreachable(e: Exception) -> bool:
+    text = str(e)
+    return any(s in text for s in ("Max retries exceeded", "Connection refused", "ConnectionError",
+                                   "Failed to establish a new connection", "Read timed out"))
+
+
 def register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_run_id: str = "",
              data_snapshot: dict | None = None) -> dict:
     """Log the run, register a version with alias ``challenger``, move ``champion`` if the gate passed.
 
-    Idempotent for a KFP run id: registering the same pipeline run again returns the version it made.
+    Idempotent for a KFP run id: registering the same pipeline run again returns the version it made,
+    and a run left half-done by an outage is resumed, not duplicated. MLflow's client retries each
+    request with exponential backoff (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``..._BACKOFF_FACTOR``);
+    when that gives up, the error names the tracking server.
     """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _register(model_dir, evaluation_dir, name, kfp_run_id, data_snapshot)
+    except (MlflowException, OSError) as e:
+        if _unreachable(e):
+            raise RegistryError(f"MLflow tracking server at {tracking_uri()} unreachable after retries while "
+                                f"registering {name}: {str(e)[:300]}") from e
+        raise
+
+
+def _register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_run_id: str = "",
+              data_snapshot: dict | None = None) -> dict:
     import mlflow
 
     model_dir, evaluation_dir = Path(model_dir), Path(evaluation_dir)
@@ -249,9 +271,12 @@ def register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_r
     summary = json.loads((model_dir / "metrics.json").read_text())
     c = client()
     exp = experiment_id(c)
+    resume_run_id = None
     if kfp_run_id:
         existing = c.search_runs([exp], filter_string=f"tags.`{KFP_RUN_TAG}` = '{kfp_run_id}'", max_results=1)
         if existing:
+            # A step that died after creating its run but before registering resumes that run.
+            resume_run_id = existing[0].info.run_id
             versions = c.search_model_versions(f"name='{name}' and run_id='{existing[0].info.run_id}'")
             if versions:
                 v = versions[0]
@@ -266,8 +291,9 @@ def register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_r
     # System metrics (CPU, memory, disk, network; GPU with pynvml) sampled every second while the run is open.
     mlflow.set_system_metrics_sampling_interval(1)
     mlflow.set_system_metrics_samples_before_logging(1)
-    with mlflow.start_run(experiment_id=exp, run_name=f"retrain-{kfp_run_id or 'manual'}", tags=tags,
-                          log_system_metrics=True) as run:
+    with mlflow.start_run(run_id=resume_run_id, experiment_id=None if resume_run_id else exp,
+                          run_name=None if resume_run_id else f"retrain-{kfp_run_id or 'manual'}",
+                          tags=tags, log_system_metrics=True) as run:
         params = _flatten(summary.get("config", {}))
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         for row in summary.get("history", []):

@@ -275,6 +275,76 @@ def models_history(name: str, as_json: bool) -> None:
                    f"by {e['by']}: {e['reason']}")
 
 
+# ------------------------------------------------------------------ pipeline on a cluster (submit, schedule)
+def _compiled_package(package: str | None, cluster: bool) -> str:
+    """The given package, or the pipeline compiled now to a temporary file."""
+    if package:
+        return package
+    import tempfile
+
+    from shoprec.pipeline_runner import compile_pipeline
+
+    path = tempfile.NamedTemporaryFile(prefix="shoprec-retrain-", suffix=".yaml", delete=False).name
+    return compile_pipeline(path, cluster=cluster)
+
+
+def _kfp_call(fn, *args, **kwargs):
+    from shoprec.kfp_client import KfpError
+
+    try:
+        return fn(*args, **kwargs)
+    except (KfpError, ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+
+
+@pipeline.command("submit")
+@click.option("--host", required=True, envvar="KF_PIPELINES_ENDPOINT", help="KFP API, e.g. http://ml-pipeline-ui.kubeflow")
+@click.option("--experiment", default=None, help="Experiment name (default: shoprec; made if missing).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Pipeline argument; repeat for more.")
+@click.option("--package", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Compiled pipeline YAML (default: compile the pipeline now).")
+@click.option("--run-name", default=None)
+@click.option("--cluster/--portable", default=True, show_default=True,
+              help="When compiling: the cluster variant (GPUs, secrets, KServe) or the portable one.")
+def pipeline_submit(host: str, experiment: str | None, params: tuple[str, ...], package: str | None,
+                    run_name: str | None, cluster: bool) -> None:
+    """Start one run of the retrain pipeline on a Kubeflow Pipelines server."""
+    from shoprec import kfp_client
+
+    arguments = _kfp_call(kfp_client.parse_params, params)
+    _print_json(_kfp_call(kfp_client.submit, _compiled_package(package, cluster), host, experiment=experiment,
+                          params=arguments, run_name=run_name))
+
+
+@pipeline.command("schedule")
+@click.option("--host", required=True, envvar="KF_PIPELINES_ENDPOINT", help="KFP API, e.g. http://ml-pipeline-ui.kubeflow")
+@click.option("--cron", default="0 0 2 * * *", show_default=True,
+              help="KFP cron, 6 fields with seconds first (server time zone, usually UTC).")
+@click.option("--name", default="shoprec-retrain-nightly", show_default=True, help="The recurring run's name.")
+@click.option("--experiment", default=None, help="Experiment name (default: shoprec; made if missing).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Pipeline argument; repeat for more.")
+@click.option("--package", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Compiled pipeline YAML (default: compile the pipeline now).")
+@click.option("--cluster/--portable", default=True, show_default=True,
+              help="When compiling: the cluster variant (GPUs, secrets, KServe) or the portable one.")
+@click.option("--disable", "disable", default=None, metavar="NAME", help="Disable this recurring run (name or id).")
+@click.option("--list", "list_", is_flag=True, help="List the recurring runs.")
+def pipeline_schedule(host: str, cron: str, name: str, experiment: str | None, params: tuple[str, ...],
+                      package: str | None, cluster: bool, disable: str | None, list_: bool) -> None:
+    """Run the retrain pipeline on a schedule (one at a time, no catch-up); or --disable / --list schedules."""
+    from shoprec import kfp_client
+
+    if list_:
+        _print_json(_kfp_call(kfp_client.list_schedules, host))
+    elif disable:
+        _print_json(_kfp_call(kfp_client.disable_schedule, host, disable))
+    else:
+        arguments = _kfp_call(kfp_client.parse_params, params)
+        cron = _kfp_call(kfp_client.check_cron, cron)  # before compiling, so a bad cron fails fast
+        _print_json(_kfp_call(kfp_client.schedule, _compiled_package(package, cluster), host, cron=cron, name=name,
+                              experiment=experiment, params=arguments))
+
+
 # ------------------------------------------------------------------ serving and demo
 @main.command("serve")
 @click.option("--model", "model_uri", required=True, help="models:/NAME@champion, runs:/..., or a model folder.")

@@ -7,7 +7,8 @@ limited to one thread, alternating, and the median of ``--repeats`` runs is repo
 The file is clean synthetic traffic: a small simulated shop (``shoprec.synth``) replicated until it has
 ``--events`` rows; each copy gets its own user and session ids and shifted milliseconds, so no row is a
 duplicate of another (a duplicate would be quarantined, and this measures the clean path) and the
-values are about as varied as real traffic's.
+values are about as varied as real traffic's. The copies are merged in time order, as a log is written
+(``--shuffled`` keeps them one after another: out of time order, so ingest also has to sort).
 
     .venv/bin/python benchmarks/ingest.py --events 1000000 --repeats 3
 
@@ -41,8 +42,12 @@ START = "2026-10-01"
 NOW = datetime(2026, 10, 20, tzinfo=UTC)  # fixed, so no synthetic row is "in the future"
 
 
-def make_source(root: Path, events: int, compress: bool) -> Path:
-    """A raw-data folder with catalog.parquet and one events file of about ``events`` clean rows."""
+def make_source(root: Path, events: int, compress: bool, in_time_order: bool = True) -> Path:
+    """A raw-data folder with catalog.parquet and one events file of ``events`` clean rows.
+
+    ``in_time_order``: the copies are merged by time, as a real log (and synth's output) is written;
+    otherwise they follow one another, so the file is out of time order and ingest must sort it.
+    """
     seed_dir = root / "seed"
     synthesize(seed_dir, users=2000, items=400, days=14, seed=0, start=START)
     lines = []
@@ -53,13 +58,10 @@ def make_source(root: Path, events: int, compress: bool) -> Path:
     shutil.copy(seed_dir / "catalog.parquet", src / "catalog.parquet")
     body = b"\n".join(lines) + b"\n"
     copies = -(-events // len(lines))
-    chunks = [_copy(body, k) for k in range(copies)]
-    data = b"".join(chunks)
-    # trim to exactly `events` lines
-    cut = 0
-    for _ in range(events):
-        cut = data.index(b"\n", cut) + 1
-    data = data[:cut]
+    rows = b"".join(_copy(body, k) for k in range(copies)).splitlines()[:events]
+    if in_time_order:
+        rows.sort(key=lambda line: line[7:31])  # {"ts":"2026-10-01T01:36:35.766Z",...: ISO text sorts by time
+    data = b"\n".join(rows) + b"\n"
     name = "events.jsonl.gz" if compress else "events.jsonl"
     path = src / "events" / "dt=all" / name
     path.write_bytes(gzip.compress(data, compresslevel=6, mtime=0) if compress else data)
@@ -99,24 +101,28 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--plain", action="store_true", help="uncompressed .jsonl instead of .jsonl.gz")
+    p.add_argument("--shuffled", action="store_true", help="copies one after another: a file out of time order")
     p.add_argument("--out", default=str(RESULT))
     args = p.parse_args(argv)
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
     with tempfile.TemporaryDirectory(prefix="shoprec-bench-") as tmp:
         root = Path(tmp)
-        src = make_source(root, args.events, compress=not args.plain)
+        src = make_source(root, args.events, compress=not args.plain, in_time_order=not args.shuffled)
         path = next((src / "events").rglob("events.jsonl*"))
         file_bytes = path.stat().st_size
         reads, ingests, read_cpu, ingest_cpu = [], [], [], []
         rows = accepted = quarantined = 0
-        for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
-            s, c, rows = time_read(path)
-            reads.append(s)
-            read_cpu.append(c)
-            s, c, accepted, quarantined = time_ingest(src, root / "out")
-            ingests.append(s)
-            ingest_cpu.append(c)
+        for i in range(args.repeats):  # interleaved, each going first every other time: drift hits both alike
+            for step in ("read", "ingest") if i % 2 == 0 else ("ingest", "read"):
+                if step == "read":
+                    s, c, rows = time_read(path)
+                    reads.append(s)
+                    read_cpu.append(c)
+                else:
+                    s, c, accepted, quarantined = time_ingest(src, root / "out")
+                    ingests.append(s)
+                    ingest_cpu.append(c)
     if accepted != rows or quarantined:
         raise SystemExit(f"benchmark file was not clean: read {rows}, accepted {accepted}, quarantined {quarantined}")
     read_s, ingest_s = statistics.median(reads), statistics.median(ingests)
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         "events": rows,
         "file": path.name,
         "file_bytes": file_bytes,
+        "file_in_time_order": not args.shuffled,
         "threads": 1,
         "ingest_rows_per_s": round(rows / ingest_s),
         "pyarrow_read_rows_per_s": round(rows / read_s),

@@ -14,7 +14,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import jsonschema
 import pytest
 import yaml
 
@@ -28,6 +27,7 @@ SECRETS = {"shoprec-mlflow-db": {"username", "password"}, "shoprec-s3": {"access
            "shoprec-mlflow": {"tracking-uri", "username", "password"}, "shoprec-server": {"api-token"}}
 
 kv = pytest.importorskip("kubernetes_validate")
+jsonschema = pytest.importorskip("jsonschema")
 
 
 # ---------------------------------------------------------------- rendering

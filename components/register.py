@@ -8,7 +8,7 @@ from components import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE)
 def register(model: Input[Model], evaluation: Input[Artifact], model_name: str, kfp_run_id: str,
-             data_snapshot: str) -> NamedTuple("Outputs", version=str, promoted=bool, decision=str):
+             data_snapshot: str, kind: str) -> NamedTuple("Outputs", version=str, promoted=bool, decision=str):
     """Log the run to MLflow, register a version as @challenger, move @champion when the gate passed."""
     import json
     from collections import namedtuple
@@ -16,6 +16,6 @@ def register(model: Input[Model], evaluation: Input[Artifact], model_name: str, 
     from shoprec.registry import register as run_register
 
     result = run_register(model.path, evaluation.path, model_name, kfp_run_id=kfp_run_id,
-                          data_snapshot=json.loads(data_snapshot))
+                          data_snapshot=json.loads(data_snapshot), kind=kind)
     return namedtuple("Outputs", ["version", "promoted", "decision"])(
         result["version"], result["promoted"], f"{result['decision']}: {result['reason']}")

@@ -1,10 +1,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components import BASE_IMAGE
+from components import TRAINER_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE)
 def train(features: Input[Dataset], recipe: str, epochs: int, workers: int, nodes: int, model: Output[Model],
           metrics: Output[Metrics]):
     """DDP training of the sequential recommender: torchrun in this pod (gloo on CPU, NCCL on GPUs), or a

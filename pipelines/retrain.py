@@ -19,21 +19,25 @@ from kfp import dsl, kubernetes
 from components.day_features import day_features
 from components.deploy import deploy
 from components.evaluate import evaluate
+from components.evaluate_ranker import evaluate_ranker
 from components.features import features
 from components.ingest import ingest
 from components.list_partitions import list_partitions
 from components.merge_ingest import merge_ingest
 from components.register import register
 from components.train import train
+from components.train_ranker import train_ranker
 from shoprec.trainjob import SECRET_ENV
 
 # One line of JSON (which is also YAML): KFP copies defaults into a comment header of the compiled
 # file, and a multi-line default would break that YAML.
 RECIPE = json.dumps(yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "seqrec" / "builtin.yaml").read_text()))
+RANKER_RECIPE = json.dumps(yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "ranker" / "builtin.yaml").read_text()))
 MAX_PARALLEL_DAYS = 8
 
 
-def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, nodes=1) -> dict:
+def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
+         ranker_recipe, nodes=1) -> dict:
     days = list_partitions(data_uri=data_uri)
     days.set_caching_options(False)  # new days arrive under the same URI
     with dsl.ParallelFor(days.output, parallelism=MAX_PARALLEL_DAYS) as day:
@@ -50,14 +54,26 @@ def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_t
     eval_task.set_caching_options(False)  # the champion it compares with changes between runs
     register_task = register(model=train_task.outputs["model"], evaluation=eval_task.outputs["evaluation"],
                              model_name=model_name, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                             data_snapshot=merge_task.outputs["Output"])
+                             data_snapshot=merge_task.outputs["Output"], kind="seqrec")
     register_task.set_caching_options(False)
+    # The ranker trains in parallel with the recommender, on the same features, and is gated on its own.
+    ranker_task = train_ranker(features=features_task.outputs["features"], recipe=ranker_recipe)
+    ranker_eval = evaluate_ranker(ranker=ranker_task.outputs["ranker"], features=features_task.outputs["features"],
+                                  model_name=ranker_name, margin=margin)
+    ranker_eval.set_caching_options(False)
+    ranker_register = register(model=ranker_task.outputs["ranker"], evaluation=ranker_eval.outputs["evaluation"],
+                               model_name=ranker_name, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                               data_snapshot=merge_task.outputs["Output"], kind="ranker")
+    ranker_register.set_caching_options(False)
     with dsl.If(eval_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition syntax)
-        deploy_task = deploy(model_name=model_name, version=register_task.outputs["version"], target=deploy_target)
+        deploy_task = deploy(model_name=model_name, version=register_task.outputs["version"], target=deploy_target,
+                             ranker_name=ranker_name)
+        deploy_task.after(ranker_register)
         deploy_task.set_caching_options(False)
     return {"days": days, "ingest": ingest_task, "day_features": day_task, "merge": merge_task,
             "features": features_task, "train": train_task, "evaluate": eval_task, "register": register_task,
-            "deploy": deploy_task}
+            "deploy": deploy_task, "train_ranker": ranker_task, "evaluate_ranker": ranker_eval,
+            "register_ranker": ranker_register}
 
 
 @dsl.pipeline(name="shoprec-retrain",
@@ -71,8 +87,11 @@ def retrain(
     max_quarantine: float = 0.05,
     deploy_target: str = "local",
     recipe: str = RECIPE,
+    ranker_name: str = "shoprec-ranker",
+    ranker_recipe: str = RANKER_RECIPE,
 ):
-    _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe)
+    _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
+         ranker_recipe)
 
 
 def _secrets_as_env(task) -> None:
@@ -95,11 +114,15 @@ def retrain_cluster(
     max_quarantine: float = 0.05,
     deploy_target: str = "kserve",
     recipe: str = RECIPE,
+    ranker_name: str = "shoprec-ranker",
+    ranker_recipe: str = RANKER_RECIPE,
 ):
-    tasks = _dag(data_uri, epochs, gpus, model_name, margin, max_quarantine, deploy_target, recipe, nodes=nodes)
-    for name in ("days", "ingest", "evaluate", "register", "deploy"):
+    tasks = _dag(data_uri, epochs, gpus, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
+                 ranker_recipe, nodes=nodes)
+    for name in ("days", "ingest", "evaluate", "register", "deploy", "evaluate_ranker", "register_ranker"):
         _secrets_as_env(tasks[name])
-    for name in ("days", "ingest", "day_features", "merge", "features", "evaluate", "register", "deploy"):
+    for name in ("days", "ingest", "day_features", "merge", "features", "evaluate", "register", "deploy",
+                 "evaluate_ranker", "register_ranker"):
         tasks[name].set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)
     t = tasks["train"]
     t.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)

@@ -51,6 +51,10 @@ def run_demo(port: int = 8765, model_name: str = "shoprec-seqrec") -> dict:
     verdict = "PROMOTED" if result["promoted"] else "KEPT the champion"
     say(f"decision: {verdict} (v{result['registered_version']} registered; champion is v{result['champion_version']})"
         f" because {result['reason']}")
+    rk = result["ranker"]
+    say(f"ranker v{rk['registered_version']}: click AUC {rk['candidate']['auc']:.4f}, log-loss "
+        f"{rk['candidate']['logloss']:.4f}, search NDCG@10 {rk['candidate']['search_ndcg@10']:.4f}; "
+        f"champion ranker is v{rk['champion_version']} ({rk['reason']})")
     say(f"MLflow: {result['tracking_uri']}  (mlflow ui --backend-store-uri {result['tracking_uri']})")
 
     say(f"== 2/2  serving models:/{model_name}@champion on http://127.0.0.1:{port}")
@@ -60,13 +64,17 @@ def run_demo(port: int = 8765, model_name: str = "shoprec-seqrec") -> dict:
     users = pq.read_table(model_dir / "histories.parquet")
     user, history = users["user_id"][0].as_py(), users["items"][0].as_py()
     proc = subprocess.Popen([sys.executable, "-m", "shoprec.cli", "serve", "--model", f"models:/{model_name}@champion",
-                             "--port", str(port)], env={**os.environ, "MLFLOW_TRACKING_URI": result["tracking_uri"]})
+                             "--ranker", f"models:/{rk['name']}@champion", "--port", str(port)],
+                            env={**os.environ, "MLFLOW_TRACKING_URI": result["tracking_uri"]})
     try:
         url = f"http://127.0.0.1:{port}"
         health = wait_healthy(url, proc)
         r = httpx.post(f"{url}/v1/recommend", json={"user_id": user, "k": 10}, timeout=10.0)
         r.raise_for_status()
         answer = r.json()
+        query = " ".join(answer["items"][0]["title"].split()[1:3])
+        found = httpx.post(f"{url}/v1/search", json={"query": query, "k": 5, "rerank_depth": 20}, timeout=30.0)
+        found.raise_for_status()
     finally:
         stop(proc)
     import pyarrow.parquet as pq2
@@ -77,4 +85,7 @@ def run_demo(port: int = 8765, model_name: str = "shoprec-seqrec") -> dict:
     say(f"shopper {user} recently: {recent}")
     for rank, item in enumerate(answer["items"], start=1):
         say(f"  {rank:2d}. {item['item_id']}  {item['title']:<34s} score {item['score']:.3f}")
-    return {"pipeline": result, "answer": answer}
+    say(f'POST /v1/search {{"query": "{query}", "k": 5}} (BM25 candidates re-ranked by the LoRA MiniLM ranker):')
+    for rank, item in enumerate(found.json()["items"], start=1):
+        say(f"  {rank:2d}. {item['item_id']}  {item['title']:<34s} score {item['score']:.3f}")
+    return {"pipeline": result, "answer": answer, "search": found.json()}

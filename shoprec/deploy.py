@@ -22,14 +22,16 @@ log = logging.getLogger(__name__)
 
 
 def deploy(model_name: str, version: str, target: str = "local", out: str | Path | None = None,
-           namespace: str = "shoprec") -> dict:
+           namespace: str = "shoprec", ranker_name: str = "") -> dict:
     uri = f"models:/{model_name}@champion"
+    ranker_uri = f"models:/{ranker_name}@champion" if ranker_name else ""
     if target == "local":
         path = Path(out) if out else shoprec_home() / "deployments" / f"{model_name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"target": "local", "model_uri": uri, "version": str(version),
                   "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "serve": f"shoprec serve --model {uri}"}
+                  "ranker_uri": ranker_uri,
+                  "serve": f"shoprec serve --model {uri}" + (f" --ranker {ranker_uri}" if ranker_uri else "")}
         path.write_text(json.dumps(record, indent=2))
         log.info("deploy: local server now serves %s (v%s); pointer in %s", uri, version, path)
         return record

@@ -61,6 +61,7 @@ def evaluate(model_dir: str | Path, features: str | Path, out: str | Path, champ
     if metrics_file.exists():
         training = json.loads(metrics_file.read_text())
     evaluation = {"gate": passed, "reason": reason, "gate_metric": GATE_METRIC, "margin": margin,
+                  "key_metrics": ["ndcg@10", "hr@10", "mrr@10"],
                   "users": len(targets), "champion_version": champion_version, "results": results,
                   "beats_popularity": cand > results["popularity"][GATE_METRIC]}
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
@@ -122,3 +123,39 @@ def render_report(evaluation: dict, history: list[dict]) -> str:
 <p>{evaluation['users']} shoppers; leave-one-out (last item = test), all items ranked, items already in the history excluded.</p>
 <img alt="metrics chart" src="data:image/png;base64,{_chart_png(evaluation, history)}"/>
 </body></html>"""
+
+
+RANKER_GATE_METRIC = "auc"
+
+
+def evaluate_ranker_vs_champion(model_dir: str | Path, features: str | Path, out: str | Path,
+                                champion: str | Path | None = None, margin: float = 0.0,
+                                champion_version: str | None = None) -> dict:
+    """The ranker's gate: click AUC on the same held-out test pairs as the champion ranker (plus log-loss
+    and search NDCG@10, reported). Writes ``evaluation.json`` and ``report.md`` to ``out``."""
+    from shoprec.ranker import evaluate_ranker
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"candidate": evaluate_ranker(model_dir, features)}
+    if champion:
+        # Scored on the candidate's test split: the champion's own config names the split it was trained on.
+        results["champion"] = evaluate_ranker(champion, features)
+    cand = results["candidate"][RANKER_GATE_METRIC]
+    if "champion" not in results:
+        passed, reason = True, f"no champion ranker yet; candidate click AUC {cand:.4f}"
+    else:
+        champ = results["champion"][RANKER_GATE_METRIC]
+        passed = cand > champ + margin
+        reason = (f"candidate click AUC {cand:.4f} {'beats' if passed else 'does not beat'} champion"
+                  f"{' v' + champion_version if champion_version else ''} {champ:.4f} + margin {margin:.4f}")
+    keys = ["auc", "logloss", "search_ndcg@10"]
+    evaluation = {"gate": passed, "reason": reason, "gate_metric": RANKER_GATE_METRIC, "margin": margin,
+                  "key_metrics": keys, "champion_version": champion_version, "results": results}
+    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+    lines = [f"## Ranker: {'PASS' if passed else 'KEEP CHAMPION'}", "", reason, "",
+             "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {n} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |" for n, r in results.items()]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    log.info("evaluate ranker: %s", reason)
+    return evaluation

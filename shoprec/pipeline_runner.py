@@ -28,10 +28,10 @@ def compile_pipeline(output: str | Path, cluster: bool = False) -> str:
 
 def run_local(data_uri: str | None = None, epochs: int | None = None, workers: int = 2,
               model_name: str = "shoprec-seqrec", margin: float = 0.0, pipeline_root: str | Path | None = None,
-              recipe: str | None = None) -> dict:
+              recipe: str | None = None, ranker_name: str = "shoprec-ranker", ranker_recipe: str | None = None) -> dict:
     from kfp import local
 
-    from pipelines.retrain import RECIPE, retrain
+    from pipelines.retrain import RANKER_RECIPE, RECIPE, retrain
     from shoprec import registry
 
     home = shoprec_home()
@@ -50,7 +50,7 @@ def run_local(data_uri: str | None = None, epochs: int | None = None, workers: i
     log.info("running the retrain pipeline locally on %s (pipeline root %s, MLflow %s)", data_uri, root,
              os.environ["MLFLOW_TRACKING_URI"])
     retrain(data_uri=data_uri, epochs=epochs or 0, workers=workers, model_name=model_name, margin=margin,
-            recipe=recipe or RECIPE)
+            recipe=recipe or RECIPE, ranker_name=ranker_name, ranker_recipe=ranker_recipe or RANKER_RECIPE)
     c = registry.client()
     latest = max(c.search_model_versions(f"name='{model_name}'"), key=lambda v: int(v.version))
     champion = registry.version_by_alias(model_name)
@@ -66,5 +66,13 @@ def run_local(data_uri: str | None = None, epochs: int | None = None, workers: i
         "reason": latest.tags.get("shoprec.reason"),
         "gate": latest.tags.get("shoprec.gate"),
         "tracking_uri": os.environ["MLFLOW_TRACKING_URI"],
+    }
+    ranker_latest = max(c.search_model_versions(f"name='{ranker_name}'"), key=lambda v: int(v.version))
+    ranker_champion = registry.version_by_alias(ranker_name)
+    result["ranker"] = {
+        "name": ranker_name, "registered_version": str(ranker_latest.version),
+        "champion_version": str(ranker_champion.version) if ranker_champion else None,
+        "candidate": json.loads(ranker_latest.tags.get("shoprec.evaluation", "{}")),
+        "reason": ranker_latest.tags.get("shoprec.reason"),
     }
     return result

@@ -27,6 +27,7 @@ EXPERIMENT = "shoprec"
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "shoprec.history."
 KFP_RUN_TAG = "shoprec.kfp_run_id"
+MODEL_NAME_TAG = "shoprec.model_name"
 
 
 class RegistryError(RuntimeError):
@@ -243,7 +244,7 @@ def _unreachable(e: Exception) -> bool:
 
 
 def register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_run_id: str = "",
-             data_snapshot: dict | None = None) -> dict:
+             data_snapshot: dict | None = None, kind: str = "seqrec") -> dict:
     """Log the run, register a version with alias ``challenger``, move ``champion`` if the gate passed.
 
     Idempotent for a KFP run id: registering the same pipeline run again returns the version it made,
@@ -254,7 +255,7 @@ def register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_r
     from mlflow.exceptions import MlflowException
 
     try:
-        return _register(model_dir, evaluation_dir, name, kfp_run_id, data_snapshot)
+        return _register(model_dir, evaluation_dir, name, kfp_run_id, data_snapshot, kind)
     except (MlflowException, OSError) as e:
         if _unreachable(e):
             raise RegistryError(f"MLflow tracking server at {tracking_uri()} unreachable after retries while "
@@ -263,7 +264,7 @@ def register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_r
 
 
 def _register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_run_id: str = "",
-              data_snapshot: dict | None = None) -> dict:
+              data_snapshot: dict | None = None, kind: str = "seqrec") -> dict:
     import mlflow
 
     model_dir, evaluation_dir = Path(model_dir), Path(evaluation_dir)
@@ -273,7 +274,9 @@ def _register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_
     exp = experiment_id(c)
     resume_run_id = None
     if kfp_run_id:
-        existing = c.search_runs([exp], filter_string=f"tags.`{KFP_RUN_TAG}` = '{kfp_run_id}'", max_results=1)
+        # One KFP run registers several models (recommender, ranker): a run is keyed by both.
+        existing = c.search_runs([exp], max_results=1, filter_string=(
+            f"tags.`{KFP_RUN_TAG}` = '{kfp_run_id}' and tags.`{MODEL_NAME_TAG}` = '{name}'"))
         if existing:
             # A step that died after creating its run but before registering resumes that run.
             resume_run_id = existing[0].info.run_id
@@ -285,14 +288,14 @@ def _register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_
                 return {"version": str(v.version), "run_id": v.run_id, "promoted": bool(champ and champ.version == v.version),
                         "decision": "already registered", "reason": evaluation["reason"]}
     champion = version_by_alias(name, CHAMPION)
-    tags = {KFP_RUN_TAG: kfp_run_id, "shoprec.git_commit": _git_commit(),
+    tags = {KFP_RUN_TAG: kfp_run_id, MODEL_NAME_TAG: name, "shoprec.git_commit": _git_commit(),
             "shoprec.parent_champion": champion.version if champion else "none",
             "shoprec.gate": str(evaluation["gate"]), "shoprec.data_snapshot": json.dumps(data_snapshot or {})[:5000]}
     # System metrics (CPU, memory, disk, network; GPU with pynvml) sampled every second while the run is open.
     mlflow.set_system_metrics_sampling_interval(1)
     mlflow.set_system_metrics_samples_before_logging(1)
     with mlflow.start_run(run_id=resume_run_id, experiment_id=None if resume_run_id else exp,
-                          run_name=None if resume_run_id else f"retrain-{kfp_run_id or 'manual'}",
+                          run_name=None if resume_run_id else f"{kind}-{kfp_run_id or 'manual'}",
                           tags=tags, log_system_metrics=True) as run:
         params = _flatten(summary.get("config", {}))
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
@@ -300,22 +303,24 @@ def _register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_
             mlflow.log_metrics({metric_key(k): v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         for who, res in evaluation["results"].items():
             mlflow.log_metrics({metric_key(f"{who}_{k}"): v for k, v in res.items() if k != "count"})
-        mlflow.log_metrics({"train_seconds": summary["train_seconds"], "sequences_per_s": summary["sequences_per_s"],
-                            "best_epoch": summary["best_epoch"]})
+        mlflow.log_metrics({metric_key(k): v for k, v in _flatten(summary).items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)
+                            and not k.startswith(("config.", "history"))})
         for f in ("evaluation.json", "report.html", "report.md"):
             if (evaluation_dir / f).exists():
                 mlflow.log_artifact(str(evaluation_dir / f), artifact_path="evaluation")
         with tempfile.TemporaryDirectory() as tmp:
             staged = stage_model_files(model_dir, Path(tmp) / "model_dir")
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                name="model", python_model=str(Path(__file__).with_name(PYFUNC[kind])),
                 artifacts={"model_dir": str(staged)}, registered_model_name=name,
                 pip_requirements=[f"shoprec=={_version()}"],
             )
         version = str(info.registered_model_version)
         c.set_model_version_tag(name, version, "shoprec.gate", str(evaluation["gate"]))
         c.set_model_version_tag(name, version, "shoprec.evaluation", json.dumps(
-            {k: evaluation["results"]["candidate"][k] for k in ("ndcg@10", "hr@10", "mrr@10")}))
+            {k: evaluation["results"]["candidate"][k]
+             for k in evaluation.get("key_metrics", ("ndcg@10", "hr@10", "mrr@10"))}))
         c.set_model_version_tag(name, version, KFP_RUN_TAG, kfp_run_id)
         c.set_model_version_tag(name, version, "shoprec.reason", evaluation["reason"][:5000])
     record_alias(name, CHALLENGER, version, "registered by the retrain pipeline")
@@ -330,16 +335,15 @@ def _register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_
 
 
 MODEL_FILES = ("model.safetensors", "config.json", "items.parquet", "histories.parquet", "metrics.json")
+PYFUNC = {"seqrec": "pyfunc_model.py", "ranker": "ranker_pyfunc.py"}
+TRAINING_ONLY = ("checkpoints", "work")  # optimizer state and per-epoch checkpoints are not served
 
 
 def stage_model_files(model_dir: Path, dst: Path) -> Path:
     """The files a served model needs, without training checkpoints (which hold optimizer state)."""
     import shutil
 
-    dst.mkdir(parents=True)
-    for f in MODEL_FILES:
-        if (model_dir / f).exists():
-            shutil.copy(model_dir / f, dst / f)
+    shutil.copytree(model_dir, dst, ignore=shutil.ignore_patterns(*TRAINING_ONLY, "*.pt", ".*"))
     return dst
 
 

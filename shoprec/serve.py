@@ -373,7 +373,7 @@ def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: floa
     if ranker_dir:
         from shoprec.ranker import load_ranker  # only with --ranker: the server works without the ranker package
 
-        ranker = load_ranker(ranker_dir)
+        ranker = load_ranker(resolve_model(ranker_dir)[0])  # a folder or models:/shoprec-ranker@champion
         log.info("search re-ranks with the ranker in %s", ranker_dir)
     search_pool = ThreadPoolExecutor(1, thread_name_prefix="shoprec-search")
     reload_lock = asyncio.Lock()

@@ -119,7 +119,9 @@ def train_on_trainjob(features_uri: str, model_uri: str, model_path: str | Path,
 
     staging = s3_uri(model_uri).rstrip("/") + "-trainjob"
     name = f"shoprec-train-{uuid.uuid4().hex[:8]}"
-    image = os.environ.get("SHOPREC_TRAINER_IMAGE") or os.environ.get("SHOPREC_IMAGE", "ghcr.io/shoprec/shoprec-trainer")
+    from shoprec.k8s import trainer_image
+
+    image = trainer_image()
     manifest = render_trainjob(name, image, features_uri, staging, recipe, epochs, nodes, gpus_per_node,
                                namespace=namespace or os.environ.get("SHOPREC_NAMESPACE", "shoprec"),
                                secrets=SECRET_ENV)
@@ -141,7 +143,7 @@ def _download(uri: str, dst: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of every TrainJob process (under torchrun)."""
-    from shoprec.registry import MODEL_FILES
+    from shoprec.registry import stage_model_files
     from shoprec.storage import upload_folder
     from shoprec.train import load_recipe, train
 
@@ -158,12 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_recipe(work / "recipe.yaml", **({"epochs": a.epochs} if a.epochs > 0 else {}))
     train(work / "features", work / "model", cfg)
     if rank == 0:
-        staged = work / "upload"
-        staged.mkdir()
-        for f in MODEL_FILES:
-            if (work / "model" / f).exists():
-                (staged / f).write_bytes((work / "model" / f).read_bytes())
-        upload_folder(staged, a.model_uri)
+        upload_folder(stage_model_files(work / "model", work / "upload"), a.model_uri)
         log.info("uploaded the model to %s", a.model_uri)
     if rank == 0:
         print(json.dumps({"model_uri": a.model_uri}))

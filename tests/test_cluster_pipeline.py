@@ -55,3 +55,11 @@ def test_retries_and_caching(tmp_path):
     for never_cached in ("ingest", "list-partitions", "evaluate", "register", "deploy"):
         assert _task(spec, never_cached).get("cachingOptions", {}).get("enableCache") is not True, never_cached
     assert _task(spec, "features")["cachingOptions"]["enableCache"] is True
+
+
+def test_training_steps_run_in_the_trainer_image(tmp_path):
+    spec, _ = _load(tmp_path)
+    images = {name: e["container"]["image"] for name, e in spec["deploymentSpec"]["executors"].items()}
+    assert images["exec-train"].split(":")[0].endswith("/shoprec-trainer")
+    assert images["exec-train-ranker"].split(":")[0].endswith("/shoprec-trainer")
+    assert images["exec-ingest"].split(":")[0].endswith("/shoprec")

@@ -11,12 +11,24 @@ import yaml
 from shoprec.pipeline_runner import compile_pipeline
 
 TASKS = {"ingest", "features", "train", "evaluate", "register", "deploy"}
+RANKER = {"train-ranker", "evaluate-ranker", "register-2"}
 TINY_RECIPE = """
 epochs: 3
 batch_size: 32
 lr: 0.003
 patience: 5
 model: {objective: bert4rec, loss: ce, max_len: 20, d_model: 32, n_heads: 2, n_layers: 1, mask_prob: 0.3}
+"""
+TINY_RANKER = """
+max_len: 16
+bi_max_len: 16
+max_pairs: 120
+max_eval_pairs: 200
+lora: {enabled: true, r: 4, alpha: 8, dropout: 0.0, target_modules: [query, value]}
+fit: {epochs: 1, batch_size: 4, threads: 1, lr: 0.0005, metric: auc, mode: max, patience: 1}
+train_bi_encoder: true
+bi_fit: {epochs: 1, batch_size: 16, threads: 1, lr: 0.0005, metric: loss, mode: min, patience: 1}
+threads: 1
 """
 
 
@@ -32,7 +44,7 @@ FANOUT = {"list-partitions", "day-features", "merge-ingest"}
 
 def test_compile_has_the_six_tasks(tmp_path):
     spec = yaml.safe_load(open(compile_pipeline(tmp_path / "retrain.yaml")))
-    assert _tasks(spec) == TASKS | FANOUT
+    assert _tasks(spec) == TASKS | FANOUT | RANKER
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"data_uri", "epochs", "workers", "model_name", "margin"} <= set(params)
     loop = next(c for n, c in spec["components"].items() if n.startswith("comp-for-loop"))
@@ -62,11 +74,16 @@ def test_whole_pipeline_locally_from_s3_into_mlflow_server(tiny_shop, s3_env, ml
     s3_client().create_bucket(Bucket="raw-pipeline")
     upload_folder(tiny_shop, "s3://raw-pipeline/shop")
 
-    first = run_local(data_uri="s3://raw-pipeline/shop", workers=2, model_name="it-seqrec", recipe=TINY_RECIPE)
+    first = run_local(data_uri="s3://raw-pipeline/shop", workers=2, model_name="it-seqrec", recipe=TINY_RECIPE,
+                      ranker_name="it-ranker", ranker_recipe=TINY_RANKER)
     assert first["registered_version"] == "1" and first["promoted"] and first["champion_version"] == "1"
     assert first["candidate"]["ndcg@10"] > first["popularity_ndcg@10"]
     pointer = json.loads((tmp_path / "home" / "deployments" / "it-seqrec.json").read_text())
     assert pointer["version"] == "1" and pointer["model_uri"] == "models:/it-seqrec@champion"
+    assert pointer["ranker_uri"] == "models:/it-ranker@champion"
+    # The ranker trained beside the recommender, was evaluated on clicks and registered as its own model.
+    assert first["ranker"]["registered_version"] == "1" and first["ranker"]["champion_version"] == "1"
+    assert 0.0 <= first["ranker"]["candidate"]["auc"] <= 1.0 and first["ranker"]["candidate"]["logloss"] > 0
 
     run = registry.client().get_run(
         registry.client().get_model_version("it-seqrec", "1").run_id)
@@ -76,9 +93,11 @@ def test_whole_pipeline_locally_from_s3_into_mlflow_server(tiny_shop, s3_env, ml
 
     # Same data and seed: the candidate ties the champion, so the gate keeps v1 and deploy does not run.
     (tmp_path / "home" / "deployments" / "it-seqrec.json").unlink()
-    second = run_local(data_uri="s3://raw-pipeline/shop", workers=2, model_name="it-seqrec", recipe=TINY_RECIPE)
+    second = run_local(data_uri="s3://raw-pipeline/shop", workers=2, model_name="it-seqrec", recipe=TINY_RECIPE,
+                       ranker_name="it-ranker", ranker_recipe=TINY_RANKER)
     assert second["registered_version"] == "2" and not second["promoted"]
     assert second["champion_version"] == "1"
     assert "does not beat champion v1" in second["reason"]
     assert not (tmp_path / "home" / "deployments" / "it-seqrec.json").exists()
     assert registry.version_by_alias("it-seqrec", "challenger").version == "2"
+    assert second["ranker"]["registered_version"] == "2"  # gated on its own click AUC against ranker v1

@@ -4,7 +4,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Ou
 from components import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate(model: Input[Model], features: Input[Dataset], model_name: str, margin: float,
              evaluation: Output[Artifact], report: Output[HTML], summary: Output[Markdown],
              metrics: Output[Metrics]) -> bool:

@@ -4,7 +4,7 @@ from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 from components import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate_ranker(ranker: Input[Model], features: Input[Dataset], model_name: str, margin: float,
                     evaluation: Output[Artifact], summary: Output[Markdown], metrics: Output[Metrics]) -> bool:
     """Click AUC / log-loss and search NDCG@10 of the ranker vs the champion ranker; returns the gate."""

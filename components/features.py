@@ -5,7 +5,7 @@ from kfp.dsl import Dataset, Input, Metrics, Output
 from components import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def features(partials: Input[list[Dataset]], ingest_summary: Input[Dataset], features: Output[Dataset],
              metrics: Output[Metrics]):
     """Sequences with a leave-one-out split, item vocabulary, search pairs and click samples, from all days."""

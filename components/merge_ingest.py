@@ -5,7 +5,7 @@ from kfp.dsl import Dataset, Input, Metrics, Output
 from components import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def merge_ingest(parts: Input[list[Dataset]], max_quarantine: float, summary: Output[Dataset],
                  metrics: Output[Metrics]) -> str:
     """Sum the days' ingest reports and check the quarantine limit over all of them; returns the data snapshot."""

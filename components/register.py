@@ -6,7 +6,7 @@ from kfp.dsl import Artifact, Input, Model
 from components import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def register(model: Input[Model], evaluation: Input[Artifact], model_name: str, kfp_run_id: str,
              data_snapshot: str, kind: str) -> NamedTuple("Outputs", version=str, promoted=bool, decision=str):
     """Log the run to MLflow, register a version as @challenger, move @champion when the gate passed."""

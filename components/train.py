@@ -4,7 +4,7 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 from components import TRAINER_IMAGE
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def train(features: Input[Dataset], recipe: str, epochs: int, workers: int, nodes: int, model: Output[Model],
           metrics: Output[Metrics]):
     """DDP training of the sequential recommender: torchrun in this pod (gloo on CPU, NCCL on GPUs), or a

@@ -4,7 +4,7 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 from components import TRAINER_IMAGE
 
 
-@dsl.component(base_image=TRAINER_IMAGE)
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def train_ranker(features: Input[Dataset], recipe: str, ranker: Output[Model], metrics: Output[Metrics]):
     """LoRA fine-tuning of the MiniLM cross-encoder (click + purchase heads) and bi-encoder on search and click logs."""
     import tempfile

@@ -114,6 +114,7 @@ class _Inflating(io.RawIOBase):
         self.problem: str | None = None
         self.lines = self.size = 0
         self.last = b""
+        self._line_start = True  # the next byte begins a line
 
     def readable(self) -> bool:
         return True
@@ -140,6 +141,11 @@ class _Inflating(io.RawIOBase):
         elif self._pos >= len(self._data):
             self.problem = "gzip stream cut short"
         if out:
+            if not _objects_only(out, self._line_start):
+                # Never hand Arrow a line that is not an object: pyarrow 25 crashes on a first line `null`.
+                self.problem = "a line that does not start with '{'"
+                return False
+            self._line_start = out.endswith(b"\n")
             self.lines += out.count(b"\n")
             self.size += len(out)
             self.last = out[-1:]
@@ -189,6 +195,13 @@ def _reason_for_line(raw: bytes) -> tuple[str | None, dict | None]:
         v = row.get(name)
         if v is not None and not isinstance(v, str):
             return f"field {name}: expected string, got {type(v).__name__}", None
+    for name in (*_STRING_FIELDS, "ts"):
+        v = row.get(name)
+        if isinstance(v, str) and not v.isascii():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:  # a JSON escape of a lone surrogate, e.g. "\ud800"
+                return f"field {name}: invalid Unicode (lone surrogate)", None
     pos = row.get("position")
     if pos is not None and (isinstance(pos, bool) or not isinstance(pos, int)):
         return f"field position: expected integer, got {type(pos).__name__}", None
@@ -204,6 +217,25 @@ def _reason_for_line(raw: bytes) -> tuple[str | None, dict | None]:
             return f"field ts: not an ISO-8601 time: {ts[:40]!r}", None
         row["ts"] = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
     return None, row
+
+
+def _objects_only(text: bytes, at_line_start: bool = True) -> bool:
+    """Every line in ``text`` starts with ``{`` (C-speed counts, no split): blank lines, ``null``,
+    arrays and leading spaces all send the file down the careful path."""
+    starts = text.count(b"\n") - (1 if text.endswith(b"\n") else 0)
+    if at_line_start:
+        if not text.startswith(b"{"):
+            return False
+    return text.count(b"\n{") == starts
+
+
+def _valid_utf8(table: pa.Table) -> bool:
+    """Arrow's JSON reader lets invalid UTF-8 inside strings through; full validation catches it."""
+    try:
+        table.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _line_count(text: bytes) -> int:
@@ -225,9 +257,10 @@ def _parse(text: bytes, source: str) -> tuple[pa.Table, np.ndarray | None, list[
     if n == 0:
         return _READ_SCHEMA.empty_table(), np.zeros(0, np.int64), []
     try:
-        table = pj.read_json(pa.BufferReader(text), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS)
-        if table.num_rows == n:  # Arrow skips blank lines; then line numbers would not match
-            return table.select(list(FIELDS)), None, []
+        if _objects_only(text):
+            table = pj.read_json(pa.BufferReader(text), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS)
+            if table.num_rows == n and _valid_utf8(table):  # one row per line, else line numbers would not match
+                return table.select(list(FIELDS)), None, []
     except (pa.ArrowInvalid, UnicodeDecodeError):
         pass
     return _parse_careful(text, source)
@@ -241,7 +274,7 @@ def _parse_gzip_clean(data: bytes) -> pa.Table | None:
     except Exception:  # noqa: BLE001 - whatever Arrow objects to, the careful path says it precisely
         return None
     n = stream.lines + (1 if stream.size and stream.last != b"\n" else 0)
-    if stream.problem or not stream.done() or n == 0 or table.num_rows != n:
+    if stream.problem or not stream.done() or n == 0 or table.num_rows != n or not _valid_utf8(table):
         return None
     return table.select(list(FIELDS))
 

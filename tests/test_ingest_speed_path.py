@@ -42,8 +42,15 @@ def clean_lines(tmp_path_factory):
         {**base, "ts": "2026-11-01T12:00:00Z", "session_id": "x6", "item_id": "p1", "position": 1000},
     ]
     lines += [json.dumps(r, ensure_ascii=i % 2 == 0).encode() for i, r in enumerate(unusual)]
-    lines.append(b'  {"ts": "2026-11-01T13:00:00Z", "user_id": "u3", "session_id": "x7", "event": "view", "item_id": "p2"}  ')
+    lines.append(b'{"ts": "2026-11-01T13:00:00Z", "user_id": "u3", "session_id": "x7", "event": "view", "item_id": "p2"}  ')
     return lines
+
+
+def test_a_line_with_leading_spaces_is_valid_and_accepted_the_careful_way(clean_lines, tmp_path):
+    # Only lines that start with '{' reach Arrow (a first line `null` crashes pyarrow 25's reader).
+    spaced = list(clean_lines[:5]) + [b'  ' + clean_lines[5]]
+    table, line_nos, bad = ig._parse(b"\n".join(spaced) + b"\n", "f")
+    assert bad == [] and table.num_rows == 6 and line_nos is not None
 
 
 # Broken lines, each with the reason the careful path must give (a prefix of it).

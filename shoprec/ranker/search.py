@@ -83,8 +83,16 @@ class SearchIndex:
     # -------------------------------------------------------------- candidates
     def bm25_topk(self, queries: list[str], k: int) -> list[list[int]]:
         k = min(k, len(self.titles))
-        docs, scores = self.bm25.retrieve(bm25_tokenize(queries), k=k, show_progress=False, n_threads=1)
-        return [[int(d) for d, s in zip(dr, sr) if s > 0] for dr, sr in zip(docs, scores)]
+        toks = bm25_tokenize(queries)
+        known = set(self.bm25.vocab_dict) if getattr(self.bm25, "vocab_dict", None) else None
+        toks = [[t for t in q if known is None or t in known] for q in toks]
+        out: list[list[int]] = [[] for _ in queries]
+        ask = [i for i, q in enumerate(toks) if q]  # bm25s cannot take a query with no known word
+        if ask:
+            docs, scores = self.bm25.retrieve([toks[i] for i in ask], k=k, show_progress=False, n_threads=1)
+            for i, dr, sr in zip(ask, docs, scores):
+                out[i] = [int(d) for d, s in zip(dr, sr) if s > 0]
+        return out
 
     def dense_topk(self, queries: list[str], k: int) -> list[list[int]]:
         if self.vectors is None or self.ranker is None:

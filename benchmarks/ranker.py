@@ -41,13 +41,12 @@ from shoprec.ranker.models import (  # noqa: E402
     build_bi_encoder,
     build_cross_encoder,
     encode_texts,
-    load_encoder,
     merged_copy,
     quantize_int8,
     tokenize_pairs,
 )
 from shoprec.ranker.search import RRF_K, SearchIndex, bm25_tokenize, rrf  # noqa: E402
-from shoprec.ranker.train import Pair, fit_bi_encoder, fit_cross_encoder, ndcg_at_k  # noqa: E402
+from shoprec.ranker.train import Pair, fit_bi_encoder, fit_cross_encoder  # noqa: E402
 
 log = logging.getLogger("bench.ranker")
 HD = Path("/work/shared/data/homedepot-search-relevance/train.csv.zip")

@@ -65,7 +65,7 @@ class MotoServer:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self, timeout: float = 60.0) -> "MotoServer":
+    def start(self, timeout: float = 60.0) -> MotoServer:
         self.starts += 1
         log = open(self.log_dir / f"moto-{self.starts}.log", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],

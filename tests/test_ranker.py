@@ -187,6 +187,7 @@ def test_train_ranker_end_to_end_api(tiny_base, tmp_path):
     for f in ("model.safetensors", "config.json", "tokenizer.json", "bi_encoder/model.safetensors",
               "search/items.json", "search/vectors.npy", "metrics.json"):
         assert (out / f).exists(), f
+    assert not (out / "work").exists()  # resume checkpoints are dropped after a successful run
     metrics = evaluate_ranker(out, feats)
     assert set(metrics) >= {"auc", "logloss", "search_ndcg@10"}
     assert 0 <= metrics["search_ndcg@10"] <= 1 and metrics["logloss"] > 0
@@ -213,3 +214,22 @@ def test_real_minilm_lora_few_steps(tmp_path):
     before = Ranker(model, tok, cfg).score(a, b)
     save_model(model, tmp_path / "m", cfg)
     np.testing.assert_allclose(load_ranker(tmp_path / "m").score(a, b), before, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_train_ranker_under_torchrun_two_processes(tiny_base, tmp_path):
+    """The ranker trains with 2 gloo DDP workers through the shared trainer (python -m shoprec.ranker.train)."""
+    import subprocess
+    import sys
+
+    feats = shop_features(tmp_path / "features", n_queries=30)
+    cfg = {"base_model": tiny_base, "max_len": 16, "bi_max_len": 12, "lora": {"r": 4, "alpha": 8}, "threads": 1,
+           "fit": {"epochs": 1, "batch_size": 4, "progress": False}, "bi_fit": {"epochs": 1, "batch_size": 8, "progress": False}}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "shoprec.ranker.train", "--features", str(feats), "--out", str(tmp_path / "m"), "--overrides", json.dumps(cfg)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert summary["cross"]["world_size"] == 2 and summary["bi"]["world_size"] == 2
+    assert load_ranker(tmp_path / "m").score(["kettle"], ["acme kettle s"]).shape == (1,)

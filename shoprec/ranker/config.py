@@ -73,6 +73,8 @@ class RankerConfig:
     """:func:`evaluate_ranker` scores at most about this many test pairs (whole groups, seeded; 0: all)."""
     threads: int = 0
     """CPU torch threads for training and evaluation (0: leave as is)."""
+    keep_checkpoints: bool = False
+    """Keep ``out_dir/work/`` (per-epoch resume checkpoints) after a successful run; they are large (full state)."""
     export_int8: bool = False
     """Mark the exported model for int8 dynamic quantisation at load time (CPU serving)."""
     seed: int = 0

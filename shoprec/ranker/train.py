@@ -310,6 +310,10 @@ def train_ranker(features_dir: str | Path, out_dir: str | Path, config: RankerCo
             "seconds": time.perf_counter() - t0, "config": cfg.to_dict(),
         }
         (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+        if not cfg.keep_checkpoints:
+            import shutil
+
+            shutil.rmtree(out / "work", ignore_errors=True)
         log.info("ranker trained in %.0f s: test %s", summary["seconds"], summary["test"])
     if world > 1:
         trainer.cleanup_distributed()

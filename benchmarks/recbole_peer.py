@@ -63,7 +63,7 @@ def shoprec_protocol(model, loader, dataset, seqs: dict[str, list[str]], cut: in
     sums: dict[str, float] = {}
     model.eval()
     with torch.no_grad():
-        for interaction, _, _, positive_i in loader:
+        for interaction, *_ in loader:
             scores = model.full_sort_predict(interaction).view(len(interaction), -1).float()
             users = interaction["user_id"].tolist()
             histories = [[item_token_to_id[t] for t in seqs[uid_tokens[u]][:-cut]] for u in users]

@@ -147,6 +147,8 @@ def main() -> None:
     ap.add_argument("--nproc", type=int, default=1)
     ap.add_argument("--overrides", default="{}", help="JSON TrainConfig overrides for both recipes (e.g. threads)")
     ap.add_argument("--reuse", action="store_true", help="reuse finished shoprec runs in --work")
+    ap.add_argument("--ddp-compare", action="store_true",
+                    help="also train the best recipe with 2 gloo processes (same global batch) and compare")
     ap.add_argument("--skip-recbole", action="store_true")
     ap.add_argument("--recbole-results", default=None, help="folder with SASRec.json/BERT4Rec.json from recbole_peer.py")
     ap.add_argument("--recbole-budget-min", type=float, default=30.0)
@@ -168,6 +170,27 @@ def main() -> None:
         models[name] = summarise(s, command) | {"recipe": str(Path(recipe).relative_to(REPO))}
         log(f"{name}: test ndcg@10 {s['test']['ndcg@10']:.4f} hr@10 {s['test']['hr@10']:.4f}")
 
+    ddp = None
+    if a.ddp_compare:
+        import yaml
+
+        per_proc = max(1, yaml.safe_load(Path(a.recipe).read_text()).get("batch_size", 256) // 2)
+        s2 = train_recipe(feats, work / "shoprec-best-2proc", Path(a.recipe), 2, a.reuse,
+                          {**overrides, "batch_size": per_proc, "threads": 1})
+        one = models["shoprec-best"]
+        two = summarise(s2, command)
+        ddp = {
+            "what": ("the best recipe under torchrun with 1 and with 2 gloo processes (1 thread each; "
+                     f"per-process batch {per_proc} so the global batch is the recipe's)"),
+            "1_process": {k: one[k] for k in ("ndcg@10", "hr@10", "best_epoch", "epochs_run", "sequences_per_s",
+                                              "epoch_seconds_median", "epoch_cpu_seconds_median", "train_seconds")},
+            "2_processes": {k: two[k] for k in ("ndcg@10", "hr@10", "best_epoch", "epochs_run", "sequences_per_s",
+                                                "epoch_seconds_median", "epoch_cpu_seconds_median",
+                                                "train_seconds")},
+        }
+        ddp["throughput_ratio_2_over_1"] = ddp["2_processes"]["sequences_per_s"] / ddp["1_process"]["sequences_per_s"]
+        log(f"2 processes: test ndcg@10 {two['ndcg@10']:.4f} vs {one['ndcg@10']:.4f} with 1")
+
     result = {
         "command": command, "dataset": {
             "name": "Amazon Beauty (S3-Rec preprocessing)", "source": str(data),
@@ -178,6 +201,8 @@ def main() -> None:
                      "stopping on valid NDCG@10; test metrics from the best-valid checkpoint only"),
         "models": models, "published": PUBLISHED,
     }
+    if ddp:
+        result["ddp"] = ddp
     from shoprec.features import load_items, load_sequences
     result["dataset"]["users"] = len(load_sequences(feats)[0])
     result["dataset"]["items"] = len(load_items(feats))

@@ -8,6 +8,15 @@ import torch
 from shoprec.models.seqrec import SeqRec, SeqRecConfig, left_pad, load_model, save_model, trim
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a small shared CPU, more threads spin-wait and run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def model(**kw) -> SeqRec:
     torch.manual_seed(0)
     cfg = SeqRecConfig(**{"n_items": 40, "max_len": 12, "d_model": 16, "n_heads": 2, "n_layers": 2,
@@ -100,3 +109,11 @@ def test_config_rejects_unknown_values():
         SeqRecConfig(objective="gru4rec")
     with pytest.raises(ValueError):
         SeqRecConfig.from_dict({"n_items": 3, "bogus": 1})
+
+
+def test_batch_without_targets_gives_zero_loss_not_nan():
+    m = model(loss="sampled_softmax", n_negatives=8).train()
+    seq = left_pad([[3], [4]], 12)
+    value = m.loss(m(seq), torch.zeros_like(seq))
+    value.backward()
+    assert value.item() == 0.0 and all(p.grad is None or torch.isfinite(p.grad).all() for p in m.parameters())

@@ -1,11 +1,14 @@
 """Amazon Beauty benchmark: shoprec's best recipe and BERT4Rec, RecBole side by side.
 
-    .venv/bin/python benchmarks/seqrec.py [--nproc 1] [--recbole-budget-min 30] [--skip-recbole]
+    .venv/bin/python benchmarks/seqrec.py [--nproc 2] [--ddp-compare] [--recbole-budget-min 30] [--skip-recbole]
 
 1. imports ``Beauty.txt`` (S3-Rec split) through the shop's own path: importer -> raw event log ->
    ``ingest`` -> ``features``, and checks that the sequences are exactly the file's (same users, items, order);
-2. trains and tests each recipe (``configs/seqrec/medium.yaml``, ``medium-bert4rec.yaml``) with torchrun;
-   test metrics come from the best-validation checkpoint (leave-one-out, all items ranked, history removed);
+2. trains and tests each recipe with torchrun: ``medium.yaml`` (the best: SASRec, full cross-entropy),
+   ``medium-ss.yaml`` (SASRec, sampled softmax, 5x cheaper per epoch) and ``medium-bert4rec.yaml``; with
+   ``--nproc N`` each process takes ``batch_size / N`` so the global batch is the recipe's. Test metrics come
+   from the best-validation checkpoint (leave-one-out, all items ranked, history removed). ``--ddp-compare``
+   also trains ``medium-ss.yaml`` with the other process count (1 vs 2) and compares quality and throughput;
 3. runs the peer, RecBole 1.2.1 SASRec and BERT4Rec, in its own virtualenv (created on first use under
    ``.shoprec/bench/recbole-venv``) on a fixed wall-clock budget per model (``benchmarks/recbole_peer.py``),
    and scores its best-validation model under both protocols (RecBole's and shoprec's);
@@ -143,8 +146,9 @@ def main() -> None:
     ap.add_argument("--data", default=str(BEAUTY))
     ap.add_argument("--work", default=str(REPO / ".shoprec" / "bench" / "seqrec"))
     ap.add_argument("--recipe", default=str(REPO / "configs" / "seqrec" / "medium.yaml"))
+    ap.add_argument("--ss-recipe", default=str(REPO / "configs" / "seqrec" / "medium-ss.yaml"))
     ap.add_argument("--bert4rec-recipe", default=str(REPO / "configs" / "seqrec" / "medium-bert4rec.yaml"))
-    ap.add_argument("--nproc", type=int, default=1)
+    ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--overrides", default="{}", help="JSON TrainConfig overrides for both recipes (e.g. threads)")
     ap.add_argument("--reuse", action="store_true", help="reuse finished shoprec runs in --work")
     ap.add_argument("--ddp-compare", action="store_true",
@@ -154,6 +158,9 @@ def main() -> None:
     ap.add_argument("--recbole-budget-min", type=float, default=30.0)
     ap.add_argument("--recbole-parallel", action="store_true", help="run both RecBole models at once (1 thread each)")
     ap.add_argument("--recbole-venv", default=str(REPO / ".shoprec" / "bench" / "recbole-venv"))
+    ap.add_argument("--sasrec-ce-run", default=None,
+                    help="a shoprec SASRec run with full cross-entropy (RecBole's loss), 1 process: its epoch times "
+                         "are compared with RecBole SASRec's too (metrics.json or checkpoints/last.pt)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "seqrec-beauty.json"))
     a = ap.parse_args()
 
@@ -165,23 +172,28 @@ def main() -> None:
     feats = prepare(data, work)
     overrides = json.loads(a.overrides)
     models = {}
-    for name, recipe in (("shoprec-best", a.recipe), ("shoprec-bert4rec", a.bert4rec_recipe)):
-        s = train_recipe(feats, work / name, Path(recipe), a.nproc, a.reuse, dict(overrides))
+    import yaml
+
+    def per_process(recipe: str, nproc: int) -> dict:
+        batch = yaml.safe_load(Path(recipe).read_text()).get("batch_size", 128)
+        return {**overrides, "batch_size": max(1, batch // nproc)} if nproc > 1 else dict(overrides)
+
+    for name, recipe in (("shoprec-best", a.recipe), ("shoprec-sasrec-ss", a.ss_recipe),
+                         ("shoprec-bert4rec", a.bert4rec_recipe)):
+        s = train_recipe(feats, work / name, Path(recipe), a.nproc, a.reuse, per_process(recipe, a.nproc))
         models[name] = summarise(s, command) | {"recipe": str(Path(recipe).relative_to(REPO))}
         log(f"{name}: test ndcg@10 {s['test']['ndcg@10']:.4f} hr@10 {s['test']['hr@10']:.4f}")
 
     ddp = None
     if a.ddp_compare:
-        import yaml
-
-        per_proc = max(1, yaml.safe_load(Path(a.recipe).read_text()).get("batch_size", 256) // 2)
-        s2 = train_recipe(feats, work / "shoprec-best-2proc", Path(a.recipe), 2, a.reuse,
-                          {**overrides, "batch_size": per_proc, "threads": 1})
-        one = models["shoprec-best"]
-        two = summarise(s2, command)
+        other = 1 if a.nproc == 2 else 2
+        s2 = train_recipe(feats, work / f"shoprec-sasrec-ss-{other}proc", Path(a.ss_recipe), other, a.reuse,
+                          {**per_process(a.ss_recipe, other), "threads": 1})
+        runs = {a.nproc: models["shoprec-sasrec-ss"], other: summarise(s2, command)}
+        one, two = runs[1], runs[2]
         ddp = {
-            "what": ("the best recipe under torchrun with 1 and with 2 gloo processes (1 thread each; "
-                     f"per-process batch {per_proc} so the global batch is the recipe's)"),
+            "what": ("medium-ss.yaml under torchrun with 1 and with 2 gloo processes (1 thread each; the "
+                     "per-process batch is halved with 2 so the global batch is the recipe's)"),
             "1_process": {k: one[k] for k in ("ndcg@10", "hr@10", "best_epoch", "epochs_run", "sequences_per_s",
                                               "epoch_seconds_median", "epoch_cpu_seconds_median", "train_seconds")},
             "2_processes": {k: two[k] for k in ("ndcg@10", "hr@10", "best_epoch", "epochs_run", "sequences_per_s",
@@ -190,6 +202,7 @@ def main() -> None:
         }
         ddp["throughput_ratio_2_over_1"] = ddp["2_processes"]["sequences_per_s"] / ddp["1_process"]["sequences_per_s"]
         log(f"2 processes: test ndcg@10 {two['ndcg@10']:.4f} vs {one['ndcg@10']:.4f} with 1")
+        models[f"shoprec-sasrec-ss-{other}proc"] = runs[other]
 
     result = {
         "command": command, "dataset": {
@@ -226,7 +239,7 @@ def main() -> None:
                 "wall_seconds": r["wall_seconds"], "epoch_seconds_median": r["epoch_seconds_median"],
                 "valid_curve": r["curve"],
             }
-        result["comparison"] = compare(models, peers, work)
+        result["comparison"] = compare(models, peers, work, a.sasrec_ce_run)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     log(f"wrote {a.out}")
@@ -234,7 +247,15 @@ def main() -> None:
                       for k in ("models", "peers") if k in result}, indent=1))
 
 
-def compare(models: dict, peers: dict, work: Path) -> dict:
+def run_history(folder: Path) -> list[dict]:
+    if (folder / "metrics.json").exists():
+        return json.loads((folder / "metrics.json").read_text())["history"]
+    import torch
+
+    return torch.load(folder / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["state"]["history"]
+
+
+def compare(models: dict, peers: dict, work: Path, sasrec_ce_run: str | None = None) -> dict:
     """Time-to-RecBole-best and epoch-time ratios, from the recorded curves."""
     out = {}
     best_hist = json.loads((work / "shoprec-best" / "metrics.json").read_text())["history"]
@@ -259,11 +280,28 @@ def compare(models: dict, peers: dict, work: Path) -> dict:
         my_cpu = sorted(h.get("epoch_cpu_seconds") or 0 for h in mine)[len(mine) // 2]
         out[f"throughput_{m.lower()}"] = {
             "what": ("median seconds for one pass over all training interactions, same data, same model size "
-                     "(d=64, 2 layers, 2 heads, max_len 50); shoprec side: the same objective"),
+                     "(d=64, 2 layers, 2 heads, max_len 50); shoprec side: the same objective, its recipe's loss; "
+                     "CPU seconds are the rank-0 process's"),
+            "shoprec_run": "shoprec-best" if m == "SASRec" else "shoprec-bert4rec",
+            "shoprec_processes": models["shoprec-best" if m == "SASRec" else "shoprec-bert4rec"]["world_size"],
+            "recbole_threads": r.get("threads", 1),
             "recbole_epoch_seconds": rb_epoch, "shoprec_epoch_seconds": my_epoch,
             "ratio_wall": rb_epoch / my_epoch if my_epoch else None,
             "recbole_epoch_cpu_seconds": rb_cpu, "shoprec_epoch_cpu_seconds": my_cpu,
             "ratio_cpu": rb_cpu / my_cpu if my_cpu else None,
+        }
+    if sasrec_ce_run and "SASRec" in peers:
+        hist = run_history(Path(sasrec_ce_run))
+        r = peers["SASRec"]
+        rb_cpu = sorted(c["epoch_cpu_seconds"] for c in r["curve"])[len(r["curve"]) // 2]
+        my_cpu = sorted(h["epoch_cpu_seconds"] for h in hist)[len(hist) // 2]
+        my_wall = sorted(h["epoch_seconds"] for h in hist)[len(hist) // 2]
+        out["throughput_sasrec_same_loss"] = {
+            "what": "shoprec SASRec with full cross-entropy (RecBole's loss), 1 process, 1 thread; same model size",
+            "run": str(sasrec_ce_run), "epochs_measured": len(hist),
+            "recbole_epoch_seconds": r["epoch_seconds_median"], "shoprec_epoch_seconds": my_wall,
+            "ratio_wall": r["epoch_seconds_median"] / my_wall,
+            "recbole_epoch_cpu_seconds": rb_cpu, "shoprec_epoch_cpu_seconds": my_cpu, "ratio_cpu": rb_cpu / my_cpu,
         }
     out["shoprec_best_test_minus_recbole_best_test_ndcg@10"] = {
         f"recbole-{m.lower()}": models["shoprec-best"]["ndcg@10"] - r["test_shoprec_protocol"]["ndcg@10"]

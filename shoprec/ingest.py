@@ -97,71 +97,6 @@ def decompress(data: bytes, source: str) -> tuple[bytes, str | None]:
     return b"".join(parts), None
 
 
-class _Inflating(io.RawIOBase):
-    """A gzip file decompressed piece by piece as Arrow's reader asks for it, lines counted on the way.
-
-    The same text as :func:`decompress` gives, without ever holding all of it: the clean path's
-    memory and time stay close to Arrow reading the ``.gz`` file itself. Any damage only sets
-    ``problem``; the caller then takes the careful path, which reports it.
-    """
-
-    _PIECE = 1 << 18  # compressed bytes inflated at a time
-
-    def __init__(self, data: bytes):
-        self._data, self._pos = memoryview(data), 0
-        self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._pending = b""
-        self.problem: str | None = None
-        self.lines = self.size = 0
-        self.last = b""
-        self._line_start = True  # the next byte begins a line
-
-    def readable(self) -> bool:
-        return True
-
-    def done(self) -> bool:
-        return self._pos >= len(self._data) and not self._pending
-
-    def _inflate(self) -> bool:
-        """Inflate one more piece into ``_pending``; False at the end of the data or on damage."""
-        if self._pos >= len(self._data) or self.problem:
-            return False
-        piece = self._data[self._pos:self._pos + self._PIECE]
-        try:
-            out = self._d.decompress(piece)
-        except zlib.error as e:
-            self.problem = f"not a readable gzip file ({e})"
-            return False
-        self._pos += len(piece)
-        if self._d.eof:  # member ends inside this piece: the next member (if any) starts after it
-            self._pos -= len(self._d.unused_data)
-            while self._pos < len(self._data) and self._data[self._pos] == 0:
-                self._pos += 1
-            self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif self._pos >= len(self._data):
-            self.problem = "gzip stream cut short"
-        if out:
-            if not _objects_only(out, self._line_start):
-                # Never hand Arrow a line that is not an object: pyarrow 25 crashes on a first line `null`.
-                self.problem = "a line that does not start with '{'"
-                return False
-            self._line_start = out.endswith(b"\n")
-            self.lines += out.count(b"\n")
-            self.size += len(out)
-            self.last = out[-1:]
-            self._pending = out
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        """Up to ``n`` bytes (fewer is fine for Arrow's reader); empty only at the end."""
-        if n is None or n < 0:
-            return b"".join(iter(lambda: self.read(1 << 24), b""))
-        while not self._pending and self._inflate():
-            pass
-        out, self._pending = self._pending[:n], self._pending[n:]
-        return out
-
-
 def _reason_for_line(raw: bytes) -> tuple[str | None, dict | None]:
     """Parse one line the careful way; a reason if it is broken, else the row as a dict."""
     try:
@@ -266,25 +201,12 @@ def _parse(text: bytes, source: str) -> tuple[pa.Table, np.ndarray | None, list[
     return _parse_careful(text, source)
 
 
-def _parse_gzip_clean(data: bytes) -> pa.Table | None:
-    """The typed rows of an undamaged gzip file that Arrow parses whole, one per line; else None."""
-    stream = _Inflating(data)
-    try:
-        table = pj.read_json(stream, read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS)
-    except Exception:  # noqa: BLE001 - whatever Arrow objects to, the careful path says it precisely
-        return None
-    n = stream.lines + (1 if stream.size and stream.last != b"\n" else 0)
-    if stream.problem or not stream.done() or n == 0 or table.num_rows != n or not _valid_utf8(table):
-        return None
-    return table.select(list(FIELDS))
-
-
 def _read_file(data: bytes, source: str) -> tuple[pa.Table, np.ndarray | None, list[dict]]:
-    """Rows, line numbers and quarantined lines of one raw file, by the fast path when it is clean."""
-    if source.endswith(".gz") and data:
-        table = _parse_gzip_clean(data)
-        if table is not None:
-            return table, None, []
+    """Rows, line numbers and quarantined lines of one raw file, by the fast path when it is clean.
+
+    Gzip is inflated in memory and Arrow reads a buffer, never a Python file object (Arrow threads
+    calling back into Python abort the process at interpreter shutdown, apache/arrow#50482).
+    """
     text, problem = decompress(data, source)
     if problem and not text:
         return _READ_SCHEMA.empty_table(), np.zeros(0, np.int64), [
@@ -577,7 +499,9 @@ def ingest_catalog(source: str, out: Path) -> tuple[int, int]:
     """Copy the product catalog, dropping rows without an id or title and repeated ids."""
     uri = storage.join(source, "catalog.parquet")
     try:
-        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+        # ParquetFile reads in this thread; pq.read_table's dataset scanner would release the Python-owned
+        # buffer on an Arrow thread, which aborts the process if that happens during interpreter shutdown.
+        table = pq.ParquetFile(pa.BufferReader(storage.read_bytes(uri))).read()
     except (FileNotFoundError, storage.StorageError) as e:
         raise IngestError(f"no product catalog at {uri}: {e}") from e
     missing = [c for c in ("item_id", "title") if c not in table.column_names]

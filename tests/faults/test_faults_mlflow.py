@@ -8,6 +8,7 @@ import pytest
 from shoprec import registry
 from shoprec.evaluate import evaluate
 from tests.conftest import free_port, start_service
+from tests.faults.conftest import record
 
 pytestmark = pytest.mark.faults
 
@@ -48,5 +49,7 @@ def test_outage_then_restart_registers_once(tiny_model, tiny_features, tmp_path,
         assert len(versions) == 1 and first["version"] == again["version"] == "1"
         assert len(runs) == 1  # the half-done run was resumed, not duplicated
         assert again["decision"] == "already registered"
+        record("mlflow_outage_register", faults_injected=1, fault="mlflow server stopped by PID before register",
+               versions=len(versions), runs=len(runs), lost=0)
     finally:
         server.stop()

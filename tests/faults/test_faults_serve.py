@@ -2,8 +2,6 @@
 and a bounded 60-second load at concurrency 16 on 127.0.0.1 gives 0 errors with resident memory stable."""
 
 import asyncio
-import json
-import os
 import re
 import statistics
 import subprocess
@@ -17,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import free_port, start_service
+from tests.faults.conftest import record
 
 pytestmark = pytest.mark.faults
-RESULTS = Path(os.environ.get("SHOPREC_FAULTS_DIR", ".shoprec/faults"))
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +31,6 @@ def server(tiny_model, tmp_path_factory):
     svc.stop()
 
 
-def _record(name: str, result: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
-
-
 def test_schemathesis_finds_no_server_errors(server):
     st = Path(sys.executable).with_name("st")
     proc = subprocess.run(
@@ -46,9 +39,9 @@ def test_schemathesis_finds_no_server_errors(server):
         capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     cases = re.search(r"(\d+) generated, (\d+) passed", out)
-    _record("serve_schemathesis", {"test": "schemathesis not_a_server_error on every operation",
-                                   "requests": int(cases.group(1)) if cases else None,
-                                   "returncode": proc.returncode, "lost": 0 if proc.returncode == 0 else None})
+    record("serve_schemathesis", checks="not_a_server_error on every operation of /openapi.json",
+           requests=int(cases.group(1)) if cases else None, faults_injected=int(cases.group(1)) if cases else 0,
+           returncode=proc.returncode, lost=0 if proc.returncode == 0 else None)
     assert proc.returncode == 0, out[-4000:]
     assert cases and int(cases.group(1)) == int(cases.group(2)) > 100, out[-2000:]
 
@@ -85,11 +78,11 @@ def test_sixty_seconds_at_concurrency_16(server, tiny_model):
     asyncio.run(run(60))
     rss_end = proc.memory_info().rss
     lat = sorted(latencies)
-    result = {"test": "60 s load at concurrency 16 on /v1/recommend", "requests": len(lat), "errors": len(errors),
+    result = {"load": "60 s at concurrency 16 on /v1/recommend", "requests": len(lat), "errors": len(errors),
               "rps": len(lat) / 60, "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[int(0.99 * len(lat))],
               "rss_start_mb": rss_start / 2**20, "rss_end_mb": rss_end / 2**20,
               "rss_growth": rss_end / rss_start - 1, "lost": len(errors)}
-    _record("serve_load", result)
+    record("serve_load", **result)
     assert not errors, errors[:10]
     assert len(lat) > 1000
     assert result["rss_growth"] < 0.10, result

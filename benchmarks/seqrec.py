@@ -161,6 +161,7 @@ def main() -> None:
     ap.add_argument("--sasrec-ce-run", default=None,
                     help="a shoprec SASRec run with full cross-entropy (RecBole's loss), 1 process: its epoch times "
                          "are compared with RecBole SASRec's too (metrics.json or checkpoints/last.pt)")
+    ap.add_argument("--note", action="append", default=[], help="a line for the result's notes (conditions)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "seqrec-beauty.json"))
     a = ap.parse_args()
 
@@ -212,7 +213,7 @@ def main() -> None:
         "protocol": ("leave-one-out (last item test, second-last valid, rest train); every item ranked; the "
                      "user's earlier items removed from the candidates; ties count against the target; early "
                      "stopping on valid NDCG@10; test metrics from the best-valid checkpoint only"),
-        "models": models, "published": PUBLISHED,
+        "models": models, "published": PUBLISHED, "notes": a.note,
     }
     if ddp:
         result["ddp"] = ddp

@@ -6,6 +6,11 @@
 
 Scores are dot products with the (tied) item embedding table. Losses: full softmax cross-entropy,
 sampled softmax over uniform negatives, or gBCE (gSASRec, Petrov & Macdonald 2023).
+
+The layers call ``scaled_dot_product_attention`` with one (B, 1, L, L) mask for all heads. Positions are
+counted from the end of the (left-padded) history, so a batch can be cut to its longest history
+(:func:`trim`) without changing any state: on short-history data (Beauty: 8.9 items on average, max_len 50)
+that removes most of the work.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ class SeqRecConfig:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SeqRecConfig":
+    def from_dict(cls, d: dict) -> SeqRecConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

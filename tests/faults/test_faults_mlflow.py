@@ -33,7 +33,7 @@ def test_outage_then_restart_registers_once(tiny_model, tiny_features, tmp_path,
         # An earlier attempt created its run, then the step died before registering a version.
         c = registry.client()
         exp = registry.experiment_id(c)
-        c.create_run(exp, tags={registry.KFP_RUN_TAG: "run-outage"})
+        c.create_run(exp, tags={registry.KFP_RUN_TAG: "run-outage", registry.MODEL_NAME_TAG: "outage-model"})
     finally:
         server.stop()
     with pytest.raises(registry.RegistryError, match=rf"MLflow tracking server at {url} unreachable"):

@@ -66,7 +66,7 @@ class TrainConfig:
     model: SeqRecConfig = field(default_factory=SeqRecConfig)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         model = SeqRecConfig.from_dict(d.pop("model", {}))
         known = {f.name for f in fields(cls)} - {"model"}

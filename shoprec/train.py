@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -177,7 +178,19 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
     else:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # A bounded wait: a group that cannot form fails the attempt (torchrun then restarts it) instead of hanging.
+        timeout = timedelta(seconds=float(os.environ.get("SHOPREC_DIST_TIMEOUT", "300")))
+        backend = "nccl" if use_cuda else "gloo"
+        if "TORCHELASTIC_RESTART_COUNT" in os.environ and "MASTER_ADDR" in os.environ:
+            # After a restart, keys the previous attempt left in the agent's store (dead workers' addresses)
+            # would be read by the new workers; a prefix per attempt gives each attempt a clean slate.
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                                  is_master=False, timeout=timeout)
+            attempt = os.environ["TORCHELASTIC_RESTART_COUNT"]
+            dist.init_process_group(backend, store=dist.PrefixStore(f"shoprec/attempt-{attempt}", store),
+                                    rank=rank, world_size=world, timeout=timeout)
+        else:
+            dist.init_process_group(backend, timeout=timeout)
     is_main = rank == 0
     out = Path(out)
     ckpt_dir = out / "checkpoints"
@@ -206,7 +219,6 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optim"])
         state = ckpt["state"]
-        gen.manual_seed(cfg.seed * 1000 + rank + 7919 * (state["epoch"] + 1))
         if is_main:
             log.info("resumed from %s after epoch %d (best valid ndcg@10 %.4f)", last, state["epoch"],
                      state["best_ndcg"])
@@ -222,6 +234,12 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
                 log.info("stopping: training time budget of %.1f min used", cfg.max_train_minutes)
             break
         sampler.set_epoch(epoch)
+        # Every random stream is a function of (seed, rank, epoch), so a run resumed from a checkpoint
+        # replays the remaining epochs exactly as an uninterrupted run would.
+        epoch_seed = cfg.seed * 1000003 + 7919 * epoch + 31 * rank
+        gen.manual_seed(epoch_seed)
+        neg_gen.manual_seed(epoch_seed + 1)
+        torch.manual_seed(epoch_seed + 2)  # dropout
         ddp.train()
         t0, c0, total, steps, seen = time.perf_counter(), time.process_time(), 0.0, 0, 0
         mine = list(sampler)
@@ -306,15 +324,34 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
     return summary
 
 
-def launch(features: str | Path, out: str | Path, nproc: int = 2, recipe: str | Path | None = None,
-           max_restarts: int = 3, overrides: dict | None = None, env: dict | None = None) -> dict:
-    """Run :func:`train` under ``torchrun`` with ``nproc`` workers; returns the summary rank 0 wrote."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+def torchrun_command(features: str | Path, out: str | Path, nproc: int = 2, recipe: str | Path | None = None,
+                     max_restarts: int = 3, overrides: dict | None = None) -> list[str]:
+    """The exact torchrun command :func:`launch` runs on one node.
+
+    The rendezvous is c10d on an explicit 127.0.0.1 port rather than ``--standalone``: after a worker is
+    killed, the restarted workers must re-form the gloo group through the agent's store, which the
+    standalone setup often failed to do here (connectFullMesh refused, or a hang).
+    """
+    import socket
+    import uuid
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",
+           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id=shoprec-{uuid.uuid4().hex[:8]}",
            f"--max-restarts={max_restarts}", "-m", "shoprec.train", "--features", str(features), "--out", str(out)]
     if recipe:
         cmd += ["--recipe", str(recipe)]
     if overrides:
         cmd += ["--overrides", json.dumps(overrides)]
+    return cmd
+
+
+def launch(features: str | Path, out: str | Path, nproc: int = 2, recipe: str | Path | None = None,
+           max_restarts: int = 3, overrides: dict | None = None, env: dict | None = None) -> dict:
+    """Run :func:`train` under ``torchrun`` with ``nproc`` workers; returns the summary rank 0 wrote."""
+    cmd = torchrun_command(features, out, nproc, recipe, max_restarts, overrides)
     log.info("running: %s", " ".join(cmd))
     subprocess.run(cmd, check=True, env={**os.environ, **(env or {})})
     return json.loads((Path(out) / "metrics.json").read_text())

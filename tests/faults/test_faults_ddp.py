@@ -36,9 +36,9 @@ TOLERANCE = 0.02  # relative, on test ndcg@10
 
 def _torchrun_cmd(features: Path, out: Path) -> list[str]:
     # exactly what shoprec.train.launch(nproc=2, max_restarts=2, overrides=OVERRIDES) runs
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-            "--max-restarts=2", "-m", "shoprec.train", "--features", str(features), "--out", str(out),
-            "--overrides", json.dumps(OVERRIDES)]
+    from shoprec.train import torchrun_command
+
+    return torchrun_command(features, out, nproc=2, max_restarts=2, overrides=OVERRIDES)
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +74,6 @@ def _workers(agent: psutil.Process) -> dict[int, int]:
 
 
 @pytest.mark.faults
-@pytest.mark.xfail(strict=False, reason=(
-    "bug (flaky, 3 of 4 tries here): after the SIGKILL, torchrun --standalone restarts the group but the new "
-    "workers fail to form the gloo group (connectFullMesh 'Connection refused' on every restart) or hang in "
-    "init_process_group on the agent's store (no timeout in shoprec.train); with --rdzv-backend=c10d "
-    "--rdzv-endpoint=127.0.0.1:0 the restart worked (1 of 1)"))
 def test_killed_worker_is_restarted_and_training_resumes(features, tmp_path):
     t0 = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

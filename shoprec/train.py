@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
-from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 from shoprec import metrics
 from shoprec.features import load_items, load_sequences
 from shoprec.models.seqrec import PAD, SeqRec, SeqRecConfig, left_pad, save_model, trim
+from shoprec.trainer import init_process_group
 
 log = logging.getLogger("shoprec.train")
 
@@ -177,20 +177,8 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
         torch.cuda.set_device(device)
     else:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    if world > 1 and not dist.is_initialized():
-        # A bounded wait: a group that cannot form fails the attempt (torchrun then restarts it) instead of hanging.
-        timeout = timedelta(seconds=float(os.environ.get("SHOPREC_DIST_TIMEOUT", "300")))
-        backend = "nccl" if use_cuda else "gloo"
-        if "TORCHELASTIC_RESTART_COUNT" in os.environ and "MASTER_ADDR" in os.environ:
-            # After a restart, keys the previous attempt left in the agent's store (dead workers' addresses)
-            # would be read by the new workers; a prefix per attempt gives each attempt a clean slate.
-            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
-                                  is_master=False, timeout=timeout)
-            attempt = os.environ["TORCHELASTIC_RESTART_COUNT"]
-            dist.init_process_group(backend, store=dist.PrefixStore(f"shoprec/attempt-{attempt}", store),
-                                    rank=rank, world_size=world, timeout=timeout)
-        else:
-            dist.init_process_group(backend, timeout=timeout)
+    if world > 1:
+        init_process_group(world, rank, use_cuda)
     is_main = rank == 0
     out = Path(out)
     ckpt_dir = out / "checkpoints"

@@ -127,9 +127,33 @@ def setup_distributed() -> tuple[int, int, torch.device]:
         torch.cuda.set_device(device)
     elif world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if world > 1:
+        init_process_group(world, rank, use_cuda)
     return world, rank, device
+
+
+def init_process_group(world: int, rank: int, use_cuda: bool) -> None:
+    """Join the torchrun group (NCCL on GPUs, gloo on CPU) once, with a bounded wait.
+
+    After torchrun restarts a failed attempt, keys the previous attempt left in the agent's store (dead
+    workers' gloo addresses) would be read by the new workers, which then fail to connect or hang; a
+    key prefix per restart attempt gives each attempt a clean slate. A group that cannot form within
+    ``SHOPREC_DIST_TIMEOUT`` seconds fails the attempt, and torchrun restarts it.
+    """
+    from datetime import timedelta
+
+    if dist.is_initialized():
+        return
+    timeout = timedelta(seconds=float(os.environ.get("SHOPREC_DIST_TIMEOUT", "300")))
+    backend = "nccl" if use_cuda else "gloo"
+    if "TORCHELASTIC_RESTART_COUNT" in os.environ and "MASTER_ADDR" in os.environ:
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                              timeout=timeout)
+        attempt = os.environ["TORCHELASTIC_RESTART_COUNT"]
+        dist.init_process_group(backend, store=dist.PrefixStore(f"shoprec/attempt-{attempt}", store), rank=rank,
+                                world_size=world, timeout=timeout)
+    else:
+        dist.init_process_group(backend, timeout=timeout)
 
 
 def all_reduce_sums(sums: dict[str, float], device: torch.device | str = "cpu") -> dict[str, float]:

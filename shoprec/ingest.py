@@ -164,6 +164,19 @@ def _objects_only(text: bytes, at_line_start: bool = True) -> bool:
     return text.count(b"\n{") == starts
 
 
+def arrow_owned(data: bytes) -> pa.Buffer:
+    """A copy of ``data`` in memory Arrow allocated.
+
+    Arrow may drop its last reference to a buffer on one of its own threads, later. For a buffer that
+    wraps a Python object that needs the GIL, and during interpreter shutdown Python kills any thread
+    that asks for the GIL, which aborts the whole process ("terminate called without an active
+    exception", apache/arrow#50482): ingest died so about one run in five, after its work was done.
+    """
+    sink = pa.BufferOutputStream()
+    sink.write(data)
+    return sink.getvalue()
+
+
 def _valid_utf8(table: pa.Table) -> bool:
     """Arrow's JSON reader lets invalid UTF-8 inside strings through; full validation catches it."""
     try:
@@ -193,7 +206,8 @@ def _parse(text: bytes, source: str) -> tuple[pa.Table, np.ndarray | None, list[
         return _READ_SCHEMA.empty_table(), np.zeros(0, np.int64), []
     try:
         if _objects_only(text):
-            table = pj.read_json(pa.BufferReader(text), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS)
+            table = pj.read_json(pa.BufferReader(arrow_owned(text)), read_options=_READ_OPTIONS,
+                                 parse_options=_PARSE_OPTIONS)
             if table.num_rows == n and _valid_utf8(table):  # one row per line, else line numbers would not match
                 return table.select(list(FIELDS)), None, []
     except (pa.ArrowInvalid, UnicodeDecodeError):
@@ -499,9 +513,7 @@ def ingest_catalog(source: str, out: Path) -> tuple[int, int]:
     """Copy the product catalog, dropping rows without an id or title and repeated ids."""
     uri = storage.join(source, "catalog.parquet")
     try:
-        # ParquetFile reads in this thread; pq.read_table's dataset scanner would release the Python-owned
-        # buffer on an Arrow thread, which aborts the process if that happens during interpreter shutdown.
-        table = pq.ParquetFile(pa.BufferReader(storage.read_bytes(uri))).read()
+        table = pq.ParquetFile(pa.BufferReader(arrow_owned(storage.read_bytes(uri)))).read()
     except (FileNotFoundError, storage.StorageError) as e:
         raise IngestError(f"no product catalog at {uri}: {e}") from e
     missing = [c for c in ("item_id", "title") if c not in table.column_names]

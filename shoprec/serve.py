@@ -44,6 +44,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shoprec.batching import Job, MicroBatcher, run_jobs
 from shoprec.recommend import Recommender, UnknownUser
+from shoprec.text import light_stem
 
 log = logging.getLogger(__name__)
 
@@ -155,18 +156,7 @@ _STOP = frozenset("a an and are as at be by for from in is it of on or the to wi
 
 def tokenize(text: str) -> list[str]:
     """Lower-case words of 2+ characters, English plurals stripped (drills -> drill)."""
-    out = []
-    for w in _WORD.findall(text.lower()):
-        if w in _STOP:
-            continue
-        if len(w) > 4 and w.endswith("ies"):
-            w = w[:-3] + "y"
-        elif len(w) > 4 and w.endswith(("ches", "shes", "sses", "xes", "zes")):
-            w = w[:-2]
-        elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
-            w = w[:-1]
-        out.append(w)
-    return out
+    return light_stem([w for w in _WORD.findall(text.lower()) if w not in _STOP])
 
 
 class TitleSearch:

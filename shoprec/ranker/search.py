@@ -13,22 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from shoprec.text import light_stem
+
 RRF_K = 60
 _WORD = re.compile(r"(?u)\b\w\w+\b")
-
-
-def light_stem(words: list[str]) -> list[str]:
-    """Strip English plural endings (drills -> drill, boxes -> box); bm25s takes it as its ``stemmer``."""
-    out = []
-    for w in words:
-        if len(w) > 4 and w.endswith("ies"):
-            w = w[:-3] + "y"
-        elif len(w) > 4 and w.endswith(("ches", "shes", "sses", "xes", "zes")):
-            w = w[:-2]
-        elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
-            w = w[:-1]
-        out.append(w)
-    return out
 
 
 def bm25_tokenize(texts: list[str]) -> list[list[str]]:

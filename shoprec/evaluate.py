@@ -26,6 +26,19 @@ GATE_METRIC = "ndcg@10"
 REPORT_METRICS = ("ndcg@10", "hr@10", "mrr@10", "ndcg@20", "hr@20")
 
 
+def decide_gate(results: dict, metric: str, label: str, champion_name: str, margin: float,
+                champion_version: str | None) -> tuple[bool, str]:
+    """Promotion gate: pass when there is no champion, or the candidate's ``metric`` beats the champion's
+    by more than ``margin`` (absolute); the reason says which, with both figures."""
+    cand = results["candidate"][metric]
+    if "champion" not in results:
+        return True, f"no {champion_name} yet; candidate {label} {cand:.4f}"
+    champ = results["champion"][metric]
+    passed = cand > champ + margin
+    return passed, (f"candidate {label} {cand:.4f} {'beats' if passed else 'does not beat'} champion"
+                    f"{' v' + champion_version if champion_version else ''} {champ:.4f} + margin {margin:.4f}")
+
+
 def test_pairs(features: str | Path) -> tuple[list[list[str]], list[str]]:
     _, seqs = load_sequences(features)
     items = load_items(features)
@@ -47,15 +60,7 @@ def evaluate(model_dir: str | Path, features: str | Path, out: str | Path, champ
     results["popularity"] = metrics.finish(metrics.metric_sums(popularity_ranks(histories, histories, targets)))
     if champion:
         results["champion"] = metrics.finish(metrics.metric_sums(Recommender(champion).ranks(histories, targets)))
-    cand = results["candidate"][GATE_METRIC]
-    if "champion" not in results:
-        passed, reason = True, f"no champion yet; candidate {GATE_METRIC} {cand:.4f}"
-    else:
-        champ = results["champion"][GATE_METRIC]
-        passed = cand > champ + margin
-        verb = "beats" if passed else "does not beat"
-        reason = (f"candidate {GATE_METRIC} {cand:.4f} {verb} champion"
-                  f"{' v' + champion_version if champion_version else ''} {champ:.4f} + margin {margin:.4f}")
+    passed, reason = decide_gate(results, GATE_METRIC, GATE_METRIC, "champion", margin, champion_version)
     training = {}
     metrics_file = Path(model_dir) / "metrics.json"
     if metrics_file.exists():
@@ -63,7 +68,7 @@ def evaluate(model_dir: str | Path, features: str | Path, out: str | Path, champ
     evaluation = {"gate": passed, "reason": reason, "gate_metric": GATE_METRIC, "margin": margin,
                   "key_metrics": ["ndcg@10", "hr@10", "mrr@10"],
                   "users": len(targets), "champion_version": champion_version, "results": results,
-                  "beats_popularity": cand > results["popularity"][GATE_METRIC]}
+                  "beats_popularity": results["candidate"][GATE_METRIC] > results["popularity"][GATE_METRIC]}
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
     (out / "report.html").write_text(render_report(evaluation, training.get("history", [])))
     (out / "report.md").write_text(render_markdown(evaluation))
@@ -141,14 +146,8 @@ def evaluate_ranker_vs_champion(model_dir: str | Path, features: str | Path, out
     if champion:
         # Scored on the candidate's test split: the champion's own config names the split it was trained on.
         results["champion"] = evaluate_ranker(champion, features)
-    cand = results["candidate"][RANKER_GATE_METRIC]
-    if "champion" not in results:
-        passed, reason = True, f"no champion ranker yet; candidate click AUC {cand:.4f}"
-    else:
-        champ = results["champion"][RANKER_GATE_METRIC]
-        passed = cand > champ + margin
-        reason = (f"candidate click AUC {cand:.4f} {'beats' if passed else 'does not beat'} champion"
-                  f"{' v' + champion_version if champion_version else ''} {champ:.4f} + margin {margin:.4f}")
+    passed, reason = decide_gate(results, RANKER_GATE_METRIC, "click AUC", "champion ranker", margin,
+                                 champion_version)
     keys = ["auc", "logloss", "search_ndcg@10"]
     evaluation = {"gate": passed, "reason": reason, "gate_metric": RANKER_GATE_METRIC, "margin": margin,
                   "key_metrics": keys, "champion_version": champion_version, "results": results}

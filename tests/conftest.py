@@ -62,6 +62,17 @@ def start_service(cmd: list[str], url: str, health_path: str, log: Path, env: di
     raise TimeoutError(f"{cmd[:4]} not ready after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: on a small shared CPU, more threads spin-wait and run many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` with a SQLite database and served artifacts."""

@@ -7,20 +7,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from shoprec.features import build_features, load_items, load_sequences
 from shoprec.importers import import_clickstream, import_recbole, import_s3rec
 from shoprec.ingest import ingest
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a small shared CPU, more threads spin-wait and run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 

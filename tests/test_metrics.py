@@ -7,14 +7,7 @@ import torch
 
 from shoprec import metrics
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a small shared CPU, more threads spin-wait and run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_ranks_ties_count_against_target_and_history_is_removed():

@@ -7,14 +7,7 @@ import torch
 
 from shoprec.models.seqrec import SeqRec, SeqRecConfig, left_pad, load_model, save_model, trim
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a small shared CPU, more threads spin-wait and run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def model(**kw) -> SeqRec:

@@ -12,14 +12,7 @@ from shoprec.features import load_sequences
 from shoprec.models.seqrec import load_model
 from shoprec.train import TrainConfig, evaluate_split, length_grouped_batches, load_recipe, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a small shared CPU, more threads spin-wait and run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"batch_size": 32, "lr": 3e-3, "patience": 50, "threads": 1,

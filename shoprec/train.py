@@ -64,6 +64,10 @@ class TrainConfig:
     batches are cut to their longest history instead of max_len: same examples, a fraction of the work."""
     threads: int = 0
     """CPU threads per process (0: the cores divided by the processes on this node)."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the weights (decay per optimizer step, e.g. 0.999) and
+    validate, checkpoint and export the average instead of the raw weights (0: off). Averaging smooths
+    the noise of small, sparse datasets at the cost of one extra copy of the weights."""
     model: SeqRecConfig = field(default_factory=SeqRecConfig)
 
     @classmethod
@@ -192,6 +196,9 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
     model = SeqRec(cfg.model).to(device)
     ddp = DDP(model, device_ids=[local_rank] if use_cuda else None) if world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay))
+           if cfg.ema_decay else None)
+    scored = ema.module if ema is not None else model  # the weights that are validated and exported
     data = TrainSequences(seqs, cfg.model.max_len)
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
     lengths = [len(s) for s in data.seqs]
@@ -206,6 +213,8 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
         ckpt = torch.load(last, map_location=device, weights_only=True)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optim"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
         state = ckpt["state"]
         if is_main:
             log.info("resumed from %s after epoch %d (best valid ndcg@10 %.4f)", last, state["epoch"],
@@ -246,6 +255,8 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             total += loss.item()
             steps += 1
             seen += len(batch)
@@ -256,7 +267,7 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
         state["train_cpu_seconds"] = state.get("train_cpu_seconds", 0.0) + cpu
         t_eval = time.perf_counter()
         state["sequences_seen"] += seen * world
-        sums = _all_reduce_sums(evaluate_split(model, seqs, "valid", cfg.eval_batch_size, device, rank, world), device)
+        sums = _all_reduce_sums(evaluate_split(scored, seqs, "valid", cfg.eval_batch_size, device, rank, world), device)
         valid = metrics.finish(sums)
         state["elapsed_seconds"] = state.get("elapsed_seconds", 0.0) + seconds + time.perf_counter() - t_eval
         row = {"epoch": epoch, "loss": total / max(steps, 1), "valid_ndcg@10": valid["ndcg@10"],
@@ -275,8 +286,9 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
             log.info("epoch %d loss %.4f valid ndcg@10 %.4f hr@10 %.4f (%.1f s, %.0f seq/s)%s", epoch, row["loss"],
                      valid["ndcg@10"], valid["hr@10"], seconds, row["sequences_per_s"], " *" if improved else "")
             if improved:
-                save_model(model, ckpt_dir / "best")
-            _save_atomic({"model": model.state_dict(), "optim": opt.state_dict(), "state": state}, last)
+                save_model(scored, ckpt_dir / "best")
+            _save_atomic({"model": model.state_dict(), "optim": opt.state_dict(), "state": state,
+                          **({"ema": ema.state_dict()} if ema is not None else {})}, last)
         if world > 1:
             dist.barrier()
 

@@ -55,3 +55,22 @@ def test_resume_continues_and_test_comes_from_best_checkpoint(tiny_features, tmp
     assert abs(test["ndcg@10"] - second["test"]["ndcg@10"]) < 1e-9
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test"] == second["test"] and saved["train_seconds"] > 0
+
+
+def test_ema_weights_are_the_ones_validated_exported_and_resumed(tiny_features, tmp_path):
+    cfg = {**TINY, "ema_decay": 0.9}
+    out = tmp_path / "ema"
+    first = train(tiny_features, out, TrainConfig.from_dict({**cfg, "epochs": 1}), progress=False)
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    raw, avg = ckpt["model"]["item_emb.weight"], ckpt["ema"]["module.item_emb.weight"]
+    assert not torch.allclose(raw, avg)  # the average lags the raw weights
+    exported = load_model(out)  # one epoch: that epoch is the best, and its average is what is exported
+    assert torch.equal(exported.item_emb.weight, avg)
+    _, seqs = load_sequences(tiny_features)
+    from shoprec import metrics
+    valid = metrics.finish(evaluate_split(exported, seqs, "valid", 512, "cpu"))
+    assert abs(valid["ndcg@10"] - first["history"][0]["valid_ndcg@10"]) < 1e-9  # validation scored the average
+    # a restart resumes the average too, so the continued run equals an uninterrupted one
+    resumed = train(tiny_features, out, TrainConfig.from_dict({**cfg, "epochs": 3}), progress=False)
+    straight = train(tiny_features, tmp_path / "straight", TrainConfig.from_dict({**cfg, "epochs": 3}), progress=False)
+    assert [h["valid_ndcg@10"] for h in resumed["history"]] == [h["valid_ndcg@10"] for h in straight["history"]]

@@ -350,7 +350,14 @@ def pipeline_schedule(host: str, cron: str, name: str, experiment: str | None, p
 @click.option("--model", "model_uri", required=True, help="models:/NAME@champion, runs:/..., or a model folder.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True)
-@click.option("--ranker", "ranker_dir", default=None, help="Ranker model folder: re-rank /v1/search's BM25 candidates.")
+@click.option("--ranker", "ranker_dir", default=None,
+              help="Ranker folder or models:/ URI: /v1/search fuses BM25 and bi-encoder candidates and re-ranks them.")
+@click.option("--search-index", default=None,
+              help="A saved SearchIndex folder (BM25 + product vectors) to search instead of the served items.")
+@click.option("--int8/--no-int8", default=True, show_default=True,
+              help="Quantise the ranker's cross-encoder to int8 for CPU scoring.")
+@click.option("--pair-max-len", default=None, type=int,
+              help="Longest (query, title) pair in tokens for the cross-encoder (default: the ranker's max_len).")
 @click.option("--poll-seconds", default=30.0, show_default=True,
               help="Look up the models:/NAME@ALIAS alias this often and swap in a moved version (0: never).")
 @click.option("--max-batch", default=64, show_default=True, help="Most concurrent requests in one model forward.")
@@ -360,8 +367,9 @@ def pipeline_schedule(host: str, cron: str, name: str, experiment: str | None, p
 @click.option("--max-body", default=64 * 1024, show_default=True, help="Largest request body in bytes (413 above).")
 @click.option("--infer-thread/--infer-on-loop", default=None,
               help="Batched forwards on their own thread or on the event loop (default: a thread with > 2 cores).")
-def serve_cmd(model_uri: str, host: str, port: int, ranker_dir: str | None, poll_seconds: float, max_batch: int,
-              batch_wait_ms: float, torch_threads: int | None, max_body: int, infer_thread: bool | None) -> None:
+def serve_cmd(model_uri: str, host: str, port: int, ranker_dir: str | None, search_index: str | None, int8: bool,
+              pair_max_len: int | None, poll_seconds: float, max_batch: int, batch_wait_ms: float,
+              torch_threads: int | None, max_body: int, infer_thread: bool | None) -> None:
     """Serve the model over HTTP: /v1/recommend, /v1/score, /v1/search, /admin/reload, /readyz, /metrics.
 
     With SHOPREC_API_TOKEN set, /v1/* and /admin/* need Authorization: Bearer <token>.
@@ -371,7 +379,7 @@ def serve_cmd(model_uri: str, host: str, port: int, ranker_dir: str | None, poll
     try:
         run_server(model_uri, host=host, port=port, ranker_dir=ranker_dir, poll_seconds=poll_seconds,
                    max_batch=max_batch, max_wait_ms=batch_wait_ms, torch_threads=torch_threads, max_body=max_body,
-                   infer_thread=infer_thread)
+                   infer_thread=infer_thread, search_index=search_index, int8=int8, pair_max_len=pair_max_len)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from e
 

@@ -1,14 +1,20 @@
 """HTTP JSON server for the recommender and product search (FastAPI + uvicorn).
 
-    shoprec serve --model models:/shoprec-seqrec@champion --port 8080 [--ranker DIR] [--poll-seconds 30]
+    shoprec serve --model models:/shoprec-seqrec@champion --port 8080 [--ranker DIR] [--search-index DIR]
+                  [--int8/--no-int8] [--poll-seconds 30]
 
 Endpoints (schema at ``/openapi.json``, docs at ``/docs``):
 
 - ``POST /v1/recommend`` ``{"user_id": "u000001", "k": 10}`` or ``{"history": ["p00001", ...], "k": 10}``
   -> ``{"items": [{"item_id", "title", "score"}, ...], "model", "version", "unknown_items"}``
 - ``POST /v1/score`` ``{"user_id" | "history", "item_ids": [...]}`` -> the model's score of each given item
-- ``POST /v1/search`` ``{"query": "red drill", "k": 10}`` -> items by BM25 over the served items' titles,
-  the top ``rerank_depth`` re-ranked by the cross-encoder when the server was started with ``--ranker``
+- ``POST /v1/search`` ``{"query": "red drill", "k": 10, "rerank_depth": 20}`` -> products. Without a ranker:
+  BM25 over the served items' titles. With ``--ranker``: BM25 top 100 and bi-encoder top 100 (query
+  embedded by the ranker's bi-encoder, dot product with the product vectors) fused by reciprocal rank,
+  the first ``rerank_depth`` (default 20, 0..50) re-ranked by the cross-encoder (int8 unless
+  ``--no-int8``). The products are the served items (vectors computed at load), or those of a saved
+  :class:`~shoprec.ranker.search.SearchIndex` given with ``--search-index``. The answer names the
+  retrievers and the depth used; each item says whether the cross-encoder scored it.
 - ``POST /admin/reload`` -> look the alias up now and swap in the version it points at
 - ``GET /livez`` (process up), ``/readyz`` and ``/healthz`` (a model is loaded), ``/metrics`` (Prometheus)
 
@@ -52,7 +58,8 @@ MAX_K = 100
 MAX_HISTORY = 200
 MAX_SCORE_ITEMS = 1000
 MAX_QUERY = 256
-MAX_RERANK = 200
+MAX_RERANK = 50
+DEFAULT_RERANK = 20
 MAX_BODY_BYTES = 64 * 1024
 TOKEN_ENV = "SHOPREC_API_TOKEN"
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")
@@ -82,7 +89,8 @@ class ScoreRequest(_UserOrHistory):
 class SearchRequest(BaseModel):
     query: str = Field(..., max_length=MAX_QUERY, description="What the shopper typed.")
     k: int = Field(10, ge=1, le=MAX_K, description="How many items to return.")
-    rerank_depth: int = Field(50, ge=1, le=MAX_RERANK, description="BM25 candidates the ranker re-scores.")
+    rerank_depth: int = Field(DEFAULT_RERANK, ge=0, le=MAX_RERANK,
+                              description="Fused candidates the cross-encoder re-scores (0: none; needs --ranker).")
 
     @field_validator("query")
     @classmethod
@@ -117,9 +125,18 @@ class ScoreResponse(BaseModel):
     unknown_items: list[str] = []
 
 
+class SearchItem(BaseModel):
+    item_id: str
+    title: str
+    score: float = Field(description="Cross-encoder score if reranked, else the retrieval score (RRF or BM25).")
+    reranked: bool = Field(False, description="Scored by the cross-encoder (among the first rerank_depth).")
+
+
 class SearchResponse(BaseModel):
-    items: list[Item]
+    items: list[SearchItem]
     reranked: bool
+    retrievers: list[str] = Field(description="Candidate sources: bm25, and bi-encoder when the index has vectors.")
+    rerank_depth: int = Field(description="Candidates the cross-encoder actually re-scored.")
     model: str
     version: str
 
@@ -183,10 +200,11 @@ class Loaded:
     """One model version being served: recommender, search index and its batcher."""
 
     def __init__(self, folder: Path, name: str, version: str, executor, max_batch: int, max_wait_ms: float,
-                 on_batch=None):
+                 on_batch=None, make_index=None):
         self.folder, self.name, self.version = folder, name, version
         self.rec = Recommender(folder)
-        self.search = TitleSearch(self.rec.titles[1:])
+        self.index = make_index(self.rec) if make_index else None  # SearchIndex: fused retrieval + re-rank
+        self.search = None if self.index is not None else TitleSearch(self.rec.titles[1:])
         self.batcher = MicroBatcher(lambda jobs: run_jobs(self.rec, jobs), executor, max_batch=max_batch,
                                     max_wait_ms=max_wait_ms, on_batch=on_batch)
         some = next(iter(self.rec.histories.values()), [1])
@@ -198,8 +216,9 @@ class Loaded:
 class ModelHolder:
     """The model being served and how to reload it; ``current`` is swapped atomically."""
 
-    def __init__(self, uri: str, executor, max_batch: int = 64, max_wait_ms: float = 0.0, on_batch=None):
-        self.uri, self.executor = uri, executor
+    def __init__(self, uri: str, executor, max_batch: int = 64, max_wait_ms: float = 0.0, on_batch=None,
+                 make_index=None):
+        self.uri, self.executor, self.make_index = uri, executor, make_index
         self.max_batch, self.max_wait_ms, self.on_batch = max_batch, max_wait_ms, on_batch
         self.current: Loaded | None = None
         self._lock = threading.Lock()
@@ -218,7 +237,8 @@ class ModelHolder:
                 if str(mv.version) == old.version:
                     return {"changed": False, "version": old.version}
             folder, name, version = resolve_model(self.uri)
-            new = Loaded(folder, name, version, self.executor, self.max_batch, self.max_wait_ms, self.on_batch)
+            new = Loaded(folder, name, version, self.executor, self.max_batch, self.max_wait_ms, self.on_batch,
+                         self.make_index)
             self.current = new
             log.info("serving %s v%s from %s (%d items, %d known shoppers)%s", name, version, folder,
                      new.rec.n_items, len(new.rec.histories), f"; was v{old.version}" if old else "")
@@ -245,6 +265,8 @@ class Metrics:
                              ["model"], registry=r)
         self.info = Gauge("shoprec_model_info", "The model being served.", ["model", "version", "uri"], registry=r)
         self.reloads = Counter("shoprec_model_reloads", "Model reloads.", ["result"], registry=r)
+        self.search_stage = Histogram("shoprec_search_stage_seconds", "Time of one /v1/search stage.", ["stage"],
+                                      registry=r, buckets=(.001, .0025, .005, .01, .02, .03, .04, .06, .1, .25, 1))
 
     def on_batch(self, n: int, seconds: float) -> None:
         self.batch.observe(n)
@@ -343,29 +365,102 @@ def _json(obj) -> Response:
     return Response(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode(), media_type="application/json")
 
 
+# ------------------------------------------------------------------ search with the ranker
+def load_search_ranker(ranker_dir: str, int8: bool = True, pair_max_len: int | None = None):
+    """The ranker for /v1/search: the cross-encoder int8-quantised (``int8``), the bi-encoder kept in float32
+    so query vectors match the product vectors it made offline. ``pair_max_len`` overrides the pair length."""
+    from shoprec.ranker.models import load_ranker, quantize_int8  # only with --ranker: torch + transformers
+
+    ranker = load_ranker(resolve_model(ranker_dir)[0], int8=False)  # a folder or models:/shoprec-ranker@champion
+    if int8:
+        ranker.cross = quantize_int8(ranker.cross)
+    if pair_max_len:
+        ranker.cfg.max_len = int(pair_max_len)
+    return ranker
+
+
+def index_factory(ranker, ranker_dir: str | None, search_index: str | None):
+    """``make_index(rec) -> SearchIndex`` for each loaded recommender version.
+
+    ``search_index``: one saved index (its own products), loaded once and shared by all versions.
+    Otherwise the served items: the ranker's own ``search/`` index when it holds exactly those items,
+    else one built now (BM25 + the bi-encoder's vectors of the titles).
+    """
+    from shoprec.ranker.search import SearchIndex
+
+    if search_index:
+        fixed = SearchIndex.load(search_index, ranker)
+        if fixed.vectors is not None and not fixed.has_dense:
+            log.warning("%s has product vectors but the ranker has no bi-encoder: BM25 candidates only", search_index)
+        log.info("search index %s: %d products, retrievers %s", search_index, len(fixed.item_ids), fixed.retrievers)
+        return lambda rec: fixed
+    saved = resolve_model(ranker_dir)[0] / "search" if ranker_dir else None
+
+    def make(rec):
+        ids, titles = list(rec.item_ids[1:]), list(rec.titles[1:])
+        if saved is not None and (saved / "items.json").exists():
+            if json.loads((saved / "items.json").read_text()).get("item_ids") == ids:
+                return SearchIndex.load(saved, ranker)
+        t0 = time.perf_counter()
+        index = SearchIndex.build(ids, titles, ranker)
+        log.info("search index of %d served items built in %.1f s (retrievers %s)", len(ids),
+                 time.perf_counter() - t0, index.retrievers)
+        return index
+
+    return make
+
+
+def index_search(index, query: str, k: int, rerank_depth: int, metrics: Metrics | None = None) -> dict:
+    """Fused candidates for ``query``, the first ``rerank_depth`` re-ranked: the /v1/search answer's items."""
+    depth = rerank_depth if index.has_cross else 0
+    t0 = time.perf_counter()
+    cand, fused = index.fused([query], depth=max(k, depth))[0]
+    t1 = time.perf_counter()
+    depth = min(depth, len(cand))
+    docs, scores = index.rerank(query, cand, depth)
+    if metrics is not None:
+        metrics.search_stage.labels("candidates").observe(t1 - t0)
+        if depth:
+            metrics.search_stage.labels("rerank").observe(time.perf_counter() - t1)
+    by_doc = dict(zip(cand, fused))
+    items = [{"item_id": index.item_ids[d], "title": index.titles[d],
+              "score": round(sc if sc is not None else by_doc[d], 6), "reranked": sc is not None}
+             for d, sc in zip(docs[:k], scores[:k])]
+    return {"items": items, "reranked": depth > 0, "retrievers": index.retrievers, "rerank_depth": depth}
+
+
 # ------------------------------------------------------------------ the app
 def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: float = 0.0, max_batch: int = 64,
                max_wait_ms: float = 0.0, max_body: int = MAX_BODY_BYTES, token: str | None = None,
-               infer_thread: bool | None = None) -> FastAPI:
+               infer_thread: bool | None = None, search_index: str | None = None, int8: bool = True,
+               pair_max_len: int | None = None) -> FastAPI:
     """The server for ``model_uri``; loads it before returning (a bad URI raises here, not at the first request).
 
-    ``infer_thread``: run batched forwards on their own thread (default: only with more than 2 cores).
+    ``infer_thread``: run batched forwards and ranker searches on their own thread (default: only with
+    more than 2 cores; with 2, the event loop runs them and no request pays a thread hop).
+    ``ranker_dir`` / ``search_index`` / ``int8`` / ``pair_max_len``: see the module docstring.
     """
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     metrics = Metrics()
     if infer_thread is None:
         infer_thread = (os.cpu_count() or 1) > 2
     executor = ThreadPoolExecutor(1, thread_name_prefix="shoprec-infer") if infer_thread else None
-    holder = ModelHolder(model_uri, executor, max_batch=max_batch, max_wait_ms=max_wait_ms, on_batch=metrics.on_batch)
+    ranker = None
+    make_index = None
+    if ranker_dir:
+        ranker = load_search_ranker(ranker_dir, int8=int8, pair_max_len=pair_max_len)
+        log.info("search re-ranks with the ranker in %s (cross-encoder %s, pairs of at most %d tokens)", ranker_dir,
+                 "int8" if int8 else "float32", ranker.cfg.max_len)
+    if ranker is not None or search_index:
+        make_index = index_factory(ranker, ranker_dir, search_index)
+    holder = ModelHolder(model_uri, executor, max_batch=max_batch, max_wait_ms=max_wait_ms, on_batch=metrics.on_batch,
+                         make_index=make_index)
     holder.load()
     metrics.set_model(holder.current, model_uri)
-    ranker = None
-    if ranker_dir:
-        from shoprec.ranker import load_ranker  # only with --ranker: the server works without the ranker package
-
-        ranker = load_ranker(resolve_model(ranker_dir)[0])  # a folder or models:/shoprec-ranker@champion
-        log.info("search re-ranks with the ranker in %s", ranker_dir)
-    search_pool = ThreadPoolExecutor(1, thread_name_prefix="shoprec-search")
+    if holder.current.index is not None:  # first calls of the tokenizer and the quantised kernels are slow
+        for depth in (0, DEFAULT_RERANK):
+            index_search(holder.current.index, "warm up", 10, depth)
+    search_pool = ThreadPoolExecutor(1, thread_name_prefix="shoprec-search") if infer_thread else None
     reload_lock = asyncio.Lock()
 
     async def reload(force: bool) -> dict:
@@ -396,7 +491,8 @@ def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: floa
             task.cancel()
         if executor:
             executor.shutdown(wait=False)
-        search_pool.shutdown(wait=False)
+        if search_pool:
+            search_pool.shutdown(wait=False)
 
     app = FastAPI(title="shoprec", version=holder.current.version, lifespan=lifespan,
                   description="Recommendations and product search from the shop's champion model.")
@@ -433,7 +529,8 @@ def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: floa
     async def healthz() -> dict:
         m = holder.current
         return {"status": "ok", "model": m.name, "version": m.version, "items": m.rec.n_items,
-                "uri": model_uri, "loaded_at": m.loaded_at, "ranker": bool(ranker)}
+                "uri": model_uri, "loaded_at": m.loaded_at, "ranker": bool(ranker),
+                "search": m.index.retrievers if m.index is not None else ["bm25"]}
 
     @app.get("/metrics", tags=["health"])
     async def prometheus() -> Response:
@@ -463,21 +560,19 @@ def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: floa
                       "model": m.name, "version": m.version, "unknown_items": unknown})
 
     def run_search(m: Loaded, req: SearchRequest) -> dict:
-        depth = max(req.k, req.rerank_depth) if ranker else req.k
-        hits = m.search.top(req.query, depth)
-        if ranker and hits:
-            titles = [m.rec.titles[j] for j, _ in hits]
-            s = np.asarray(ranker.score([req.query] * len(titles), titles), dtype=float).reshape(-1)
-            order = np.argsort(-s, kind="stable")
-            hits = [(hits[i][0], float(s[i])) for i in order]
-        ids, titles = m.rec.item_ids, m.rec.titles
-        return {"items": [{"item_id": ids[j], "title": titles[j], "score": round(v, 5)} for j, v in hits[:req.k]],
-                "reranked": bool(ranker), "model": m.name, "version": m.version}
+        if m.index is not None:
+            out = index_search(m.index, req.query, req.k, req.rerank_depth, metrics)
+        else:  # BM25 over the served titles only
+            ids, titles = m.rec.item_ids, m.rec.titles
+            out = {"items": [{"item_id": ids[j], "title": titles[j], "score": round(v, 5), "reranked": False}
+                             for j, v in m.search.top(req.query, req.k)],
+                   "reranked": False, "retrievers": ["bm25"], "rerank_depth": 0}
+        return {**out, "model": m.name, "version": m.version}
 
     @app.post("/v1/search", response_model=SearchResponse, dependencies=protected, tags=["v1"])
     async def search(req: SearchRequest):
         m = holder.current
-        if ranker is None:  # BM25 over a few thousand titles is cheaper than a thread hop
+        if search_pool is None or m.index is None:  # BM25 alone is cheaper than a thread hop
             return _json(run_search(m, req))
         return _json(await asyncio.get_running_loop().run_in_executor(search_pool, run_search, m, req))
 
@@ -496,7 +591,8 @@ def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: floa
 
 def run_server(model_uri: str, host: str = "127.0.0.1", port: int = 8080, ranker_dir: str | None = None,
                poll_seconds: float = 30.0, max_batch: int = 64, max_wait_ms: float = 0.0,
-               torch_threads: int | None = None, max_body: int = MAX_BODY_BYTES, infer_thread: bool | None = None) -> None:
+               torch_threads: int | None = None, max_body: int = MAX_BODY_BYTES, infer_thread: bool | None = None,
+               search_index: str | None = None, int8: bool = True, pair_max_len: int | None = None) -> None:
     import torch
     import uvicorn
 
@@ -506,6 +602,7 @@ def run_server(model_uri: str, host: str = "127.0.0.1", port: int = 8080, ranker
     torch.set_num_threads(torch_threads or max(1, min(4, cpus // 2)))
     torch.set_num_interop_threads(1)
     app = create_app(model_uri, ranker_dir=ranker_dir, poll_seconds=poll_seconds, max_batch=max_batch,
-                     max_wait_ms=max_wait_ms, max_body=max_body, infer_thread=infer_thread)
+                     max_wait_ms=max_wait_ms, max_body=max_body, infer_thread=infer_thread,
+                     search_index=search_index, int8=int8, pair_max_len=pair_max_len)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 loop="auto", http="auto", timeout_keep_alive=30)

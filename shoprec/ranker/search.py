@@ -25,29 +25,49 @@ def bm25_tokenize(texts: list[str]) -> list[list[str]]:
     return bm25s.tokenize(list(texts), stopwords="en", stemmer=light_stem, return_ids=False, show_progress=False)
 
 
-def rrf(rankings: list[list[int]], k: int = RRF_K) -> list[int]:
-    """Reciprocal rank fusion: document order by sum over rankings of 1 / (k + rank), rank from 1."""
+def rrf_scores(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
+    """Reciprocal rank fusion score of each document: sum over rankings of 1 / (k + rank), rank from 1."""
     score: dict[int, float] = {}
     for ranking in rankings:
         for r, d in enumerate(ranking, start=1):
             score[d] = score.get(d, 0.0) + 1.0 / (k + r)
+    return score
+
+
+def rrf(rankings: list[list[int]], k: int = RRF_K) -> list[int]:
+    """Reciprocal rank fusion: documents by :func:`rrf_scores`, best first (ties: first seen first)."""
+    score = rrf_scores(rankings, k)
     return sorted(score, key=lambda d: -score[d])
 
 
 class SearchIndex:
-    def __init__(self, item_ids: list[str], titles: list[str], bm25, vectors: np.ndarray | None, ranker=None):
+    """BM25 + bi-encoder candidates fused by RRF; the first ``rerank_depth`` re-scored by the cross-encoder.
+
+    ``ranker`` supplies the cross-encoder (``ranker.cross``) and, unless ``encoder`` is given, the
+    bi-encoder that embeds queries (``ranker.bi``); ``encoder`` is any object with ``bi``, ``tokenizer``
+    and ``cfg.bi_max_len`` (a :class:`~shoprec.ranker.models.Ranker`), for a bi-encoder saved apart.
+    Query vectors must come from the same bi-encoder as ``vectors``.
+    """
+
+    def __init__(self, item_ids: list[str], titles: list[str], bm25, vectors: np.ndarray | None, ranker=None,
+                 encoder=None):
         self.item_ids, self.titles, self.bm25, self.vectors, self.ranker = list(item_ids), list(titles), bm25, vectors, ranker
+        self.encoder = encoder if encoder is not None else ranker
+        self._tvec = None  # torch view of ``vectors``, made on first use
+        self._vocab = set(bm25.vocab_dict) if getattr(bm25, "vocab_dict", None) else None
 
     @classmethod
-    def build(cls, item_ids: list[str], titles: list[str], ranker=None, vectors: np.ndarray | None = None) -> SearchIndex:
-        """BM25 over ``titles``; product vectors from ``ranker.encode`` unless given (None without a bi-encoder)."""
+    def build(cls, item_ids: list[str], titles: list[str], ranker=None, vectors: np.ndarray | None = None,
+              encoder=None) -> SearchIndex:
+        """BM25 over ``titles``; product vectors from the bi-encoder unless given (None without a bi-encoder)."""
         import bm25s
 
         bm25 = bm25s.BM25()
         bm25.index(bm25_tokenize(titles), show_progress=False)
-        if vectors is None and ranker is not None and getattr(ranker, "bi", None) is not None:
-            vectors = ranker.encode(list(titles))
-        return cls(item_ids, titles, bm25, vectors, ranker)
+        enc = encoder if encoder is not None else ranker
+        if vectors is None and enc is not None and getattr(enc, "bi", None) is not None:
+            vectors = enc.encode(list(titles))
+        return cls(item_ids, titles, bm25, vectors, ranker, encoder)
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -59,20 +79,33 @@ class SearchIndex:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, ranker=None) -> SearchIndex:
+    def load(cls, folder: str | Path, ranker=None, encoder=None) -> SearchIndex:
         import bm25s
 
         folder = Path(folder)
         items = json.loads((folder / "items.json").read_text())
         bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False)
         vec = np.load(folder / "vectors.npy", allow_pickle=False) if (folder / "vectors.npy").exists() else None
-        return cls(items["item_ids"], items["titles"], bm25, vec, ranker)
+        return cls(items["item_ids"], items["titles"], bm25, vec, ranker, encoder)
+
+    # -------------------------------------------------------------- what it can do
+    @property
+    def has_dense(self) -> bool:
+        return self.vectors is not None and self.encoder is not None and getattr(self.encoder, "bi", None) is not None
+
+    @property
+    def has_cross(self) -> bool:
+        return self.ranker is not None and getattr(self.ranker, "cross", None) is not None
+
+    @property
+    def retrievers(self) -> list[str]:
+        return ["bm25", "bi-encoder"] if self.has_dense else ["bm25"]
 
     # -------------------------------------------------------------- candidates
     def bm25_topk(self, queries: list[str], k: int) -> list[list[int]]:
         k = min(k, len(self.titles))
         toks = bm25_tokenize(queries)
-        known = set(self.bm25.vocab_dict) if getattr(self.bm25, "vocab_dict", None) else None
+        known = self._vocab
         toks = [[t for t in q if known is None or t in known] for q in toks]
         out: list[list[int]] = [[] for _ in queries]
         ask = [i for i, q in enumerate(toks) if q]  # bm25s cannot take a query with no known word
@@ -82,36 +115,101 @@ class SearchIndex:
                 out[i] = [int(d) for d, s in zip(dr, sr) if s > 0]
         return out
 
+    def encode_queries(self, queries: list[str]):
+        """Bi-encoder vectors of ``queries`` (torch, (Q, hidden)): one forward per 256 queries, no sorting."""
+        import torch
+
+        from shoprec.ranker.models import tokenize_texts
+
+        enc = self.encoder
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(queries), 256):
+                batch = tokenize_texts(enc.tokenizer, queries[i:i + 256], enc.cfg.bi_max_len)
+                out.append(enc.bi(**batch).float())
+        return torch.cat(out)
+
     def dense_topk(self, queries: list[str], k: int) -> list[list[int]]:
-        if self.vectors is None or self.ranker is None:
+        """Top ``k`` products by dot product with the query vectors (torch matmul: torch's thread setting holds)."""
+        if not self.has_dense:
             return [[] for _ in queries]
-        q = self.ranker.encode(list(queries))
+        import torch
+
+        if self._tvec is None:
+            self._tvec = torch.from_numpy(np.ascontiguousarray(self.vectors, dtype=np.float32))
+        q = self.encode_queries(list(queries))
         k = min(k, len(self.titles))
         out = []
-        for i in range(0, len(q), 256):
-            s = q[i:i + 256] @ self.vectors.T
-            top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-            for row, cand in zip(s, top):
-                out.append([int(d) for d in cand[np.argsort(-row[cand], kind="stable")]])
+        with torch.inference_mode():
+            for i in range(0, len(q), 256):
+                s = q[i:i + 256] @ self._tvec.T
+                top = torch.topk(s, k, dim=1, sorted=True).indices
+                out.extend(row.tolist() for row in top)
+        return out
+
+    def fused(self, queries: list[str], depth: int = 50, per_retriever: int = 100) -> list[tuple[list[int], list[float]]]:
+        """Per query: the fused (RRF) BM25 top ``per_retriever`` + bi-encoder top ``per_retriever``, first ``depth``,
+        as (index positions, RRF scores)."""
+        lex = self.bm25_topk(queries, per_retriever)
+        dense = self.dense_topk(queries, per_retriever)
+        out = []
+        for a, b in zip(lex, dense):
+            score = rrf_scores([a, b])
+            docs = sorted(score, key=lambda d: -score[d])[:depth]
+            out.append((docs, [score[d] for d in docs]))
         return out
 
     def candidates(self, queries: list[str], depth: int = 50, per_retriever: int = 100) -> list[list[int]]:
         """Fused (RRF) BM25 + bi-encoder candidates, ``depth`` per query, as index positions."""
-        lex = self.bm25_topk(queries, per_retriever)
-        dense = self.dense_topk(queries, per_retriever)
-        return [rrf([a, b])[:depth] for a, b in zip(lex, dense)]
+        return [docs for docs, _ in self.fused(queries, depth, per_retriever)]
+
+    # -------------------------------------------------------------- re-ranking
+    def score_pairs(self, query: str, docs: list[int], buckets: int = 1) -> np.ndarray:
+        """Cross-encoder scores of (query, title) for ``docs``, in the given order, with the ranker's rank head.
+
+        The pairs are tokenised once (``cfg.max_len``, longest first cut, as in training), sorted by
+        length and run in ``buckets`` forwards padded only to their own longest pair.
+        """
+        import torch
+
+        r = self.ranker
+        if not docs:
+            return np.zeros(0, dtype=np.float32)
+        enc = r.tokenizer([query] * len(docs), [self.titles[d] for d in docs], truncation="longest_first",
+                          max_length=r.cfg.max_len, padding=False)
+        order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
+        out = np.zeros(len(docs), dtype=np.float32)
+        head = r.rank_head
+        with torch.inference_mode():
+            for part in np.array_split(order, max(1, min(buckets, len(docs)))):
+                batch = r.tokenizer.pad({k: [enc[k][j] for j in part] for k in enc.keys()}, return_tensors="pt")
+                click, aux = r.cross(**{k: v.to(getattr(r, "device", "cpu")) for k, v in batch.items()})
+                if head == "click":
+                    s = torch.sigmoid(click.float())
+                elif r.cfg.aux_task == "purchase":
+                    s = torch.sigmoid(aux.float())
+                else:
+                    s = aux.float()
+                out[part] = s.cpu().numpy()
+        return out
+
+    def rerank(self, query: str, cand: list[int], rerank_depth: int) -> tuple[list[int], list[float | None]]:
+        """``cand`` with its first ``rerank_depth`` re-ordered by the cross-encoder; scores None below the depth."""
+        if not self.has_cross or rerank_depth <= 0 or not cand:
+            return list(cand), [None] * len(cand)
+        head, tail = cand[:rerank_depth], cand[rerank_depth:]
+        s = self.score_pairs(query, head)
+        order = np.argsort(-s, kind="stable")
+        return [head[j] for j in order] + list(tail), [float(s[j]) for j in order] + [None] * len(tail)
 
     def search(self, query: str, k: int = 10, rerank_depth: int = 50) -> list[dict]:
-        """Top ``k`` products for ``query``: fused candidates, the first ``rerank_depth`` re-ranked by the cross-encoder."""
-        cand = self.candidates([query], depth=max(rerank_depth, k))[0]
-        head, tail = cand[:rerank_depth], cand[rerank_depth:]
-        if self.ranker is not None and head:
-            s = self.ranker.score([query] * len(head), [self.titles[d] for d in head], head=self.ranker.rank_head)
-            order = np.argsort(-s, kind="stable")
-            head = [head[j] for j in order]
-            scores = [float(s[j]) for j in order]
-        else:
-            scores = [1.0 / (RRF_K + r) for r in range(1, len(head) + 1)]
-        rows = [{"item_id": self.item_ids[d], "title": self.titles[d], "score": sc} for d, sc in zip(head, scores)]
-        rows += [{"item_id": self.item_ids[d], "title": self.titles[d], "score": None} for d in tail]
-        return rows[:k]
+        """Top ``k`` products for ``query``: fused candidates, the first ``rerank_depth`` re-ranked by the cross-encoder.
+
+        ``score``: the cross-encoder's for re-ranked products, None below the depth (or without a
+        cross-encoder); ``fused``: the RRF score, which orders the products that were not re-ranked.
+        """
+        cand, fused = self.fused([query], depth=max(rerank_depth, k))[0]
+        by_doc = dict(zip(cand, fused))
+        docs, scores = self.rerank(query, cand, rerank_depth)
+        return [{"item_id": self.item_ids[d], "title": self.titles[d], "score": sc, "fused": by_doc[d]}
+                for d, sc in zip(docs[:k], scores[:k])]

@@ -1,17 +1,27 @@
 """Benchmark of the LoRA MiniLM ranker on Home Depot product search relevance (real data).
 
     .venv/bin/python benchmarks/ranker.py homedepot --work .shoprec/bench/ranker-hd \\
-        --out benchmarks/results/ranker-homedepot.json
+        --save-dir .shoprec/bench/ranker-hd/models --out benchmarks/results/ranker-homedepot.json
 
 Split by query: sorted unique search terms, ``numpy.random.default_rng(42).shuffle``, 80/10/10.
 Two settings on the test queries:
 
 - re-rank: each query's judged products; NDCG@10 with gain = relevance - 1 (queries whose judged
   products are all irrelevant have no ideal DCG and are left out); RMSE of the predicted relevance
-  (lexical/cosine scores are mapped to relevance by a linear fit on training pairs);
+  (every model's score is mapped to relevance by isotonic regression fitted on the judged pairs of
+  ``--valid-queries`` sampled validation queries);
 - retrieve: all 54,667 products; NDCG@10 with gain = relevance - 1 for judged products and 0 for
   unjudged ones, Recall@100 (relevant: relevance >= 2.33) and MRR@10, over test queries with at
   least one relevant product.
+
+The recipe: LoRA (rank ``--lora-r``) only on the top encoder layers (``--lora-layers``), so under 1% of
+the parameters train and the backward pass stops at the lowest adapted layer; the bi-encoder learns
+from relevant pairs with in-batch negatives; the cross-encoder from each training query's judged
+products plus ``--hard-negs`` unjudged products of its BM25 top-``--neg-depth`` (relevance 1, the
+gain the retrieve metric gives them), with an MSE relevance head and a listwise loss per query. The
+fusion of BM25 and bi-encoder candidates (depth per retriever, RRF weight) is chosen on the
+validation queries. Models are saved (LoRA merged) under ``--save-dir``; ``--reuse`` loads them
+instead of training, so stages can run one at a time (``--stages``, ``--keep``).
 
 Stages run in order and the results file is rewritten after each, so a cut-short run still reports
 what it finished. Every figure is measured on this machine; CPU time is scarce, so the training
@@ -196,16 +206,61 @@ def step_time_ratio(cfg_lora: RankerConfig, cfg_full: RankerConfig, tok, groups,
 
 
 # ------------------------------------------------------------------ the benchmark
+def weighted_rrf(rankings: list[list[int]], weights: list[float], k: int = RRF_K) -> list[int]:
+    """RRF with a weight per ranking: document order by sum of weight / (k + rank)."""
+    score: dict[int, float] = {}
+    for ranking, w in zip(rankings, weights):
+        for r, d in enumerate(ranking, start=1):
+            score[d] = score.get(d, 0.0) + w / (k + r)
+    return sorted(score, key=lambda d: -score[d])
+
+
+def isotonic(x: np.ndarray, y: np.ndarray):
+    """Score -> relevance map (monotone), fitted on validation pairs."""
+    from sklearn.isotonic import IsotonicRegression
+
+    return IsotonicRegression(out_of_bounds="clip", y_min=1.0, y_max=3.0).fit(x, y).predict
+
+
+def cross_groups(frame: pd.DataFrame, negatives: dict[str, list[str]] | None = None) -> list[list[Pair]]:
+    """One group per query: its judged products (label (relevance - 1) / 2) and, if given, unjudged hard
+    negatives (label 0, i.e. relevance 1: the retrieve metric gives them no gain)."""
+    out = []
+    for q, g in frame.groupby("search_term", sort=True):
+        grp = [Pair(q, t, float("nan"), (r - 1.0) / 2.0) for t, r in zip(g["product_title"], g["relevance"])]
+        grp += [Pair(q, t, float("nan"), 0.0) for t in (negatives or {}).get(q, [])]
+        out.append(grp)
+    return out
+
+
 def homedepot(args) -> None:
+    from shoprec.ranker.models import load_model, save_model
+
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    save_dir = Path(args.save_dir or work)
+    save_dir.mkdir(parents=True, exist_ok=True)
     out_path = Path(args.out)
+    command = " ".join(["benchmarks/ranker.py"] + sys.argv[1:])
     res = json.loads(out_path.read_text()) if out_path.exists() and args.keep else {}
-    res.update({"command": " ".join(["benchmarks/ranker.py"] + sys.argv[1:]), "rerank": res.get("rerank", {}),
-                "retrieve": res.get("retrieve", {}), "training": res.get("training", {}),
-                "export": res.get("export", {}), "significance": res.get("significance", {}),
-                "timings": res.get("timings", {}), "machine": f"{os.cpu_count()} CPU cores, torch threads {args.threads}"})
+    if res:  # entries this run does not recompute keep the command that made them
+        prev = res.get("command")
+        for sec in ("rerank", "retrieve", "training", "valid"):
+            for v in res.get(sec, {}).values():
+                if isinstance(v, dict) and "made_by" not in v:
+                    v["made_by"] = prev
+        res.setdefault("earlier_commands", []).append(prev)
+    res.update({"command": command, "rerank": res.get("rerank", {}), "retrieve": res.get("retrieve", {}),
+                "training": res.get("training", {}), "export": res.get("export", {}),
+                "significance": res.get("significance", {}), "timings": res.get("timings", {}),
+                "valid": res.get("valid", {}),
+                "machine": f"{os.cpu_count()} CPU cores, torch threads {args.threads}"})
+    res["valid"].setdefault("rerank", {})
+    res["valid"].setdefault("retrieve", {})
+    res["calibration"] = ("predicted relevance (for RMSE) = isotonic regression of the model's score on the judged "
+                          f"pairs of {args.valid_queries} sampled validation queries")
     per_query: dict[str, np.ndarray] = {}
+    scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # model -> (test scores, valid-sample scores)
 
     def save():
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,36 +268,53 @@ def homedepot(args) -> None:
 
     torch.set_num_threads(args.threads)
     df, uids, titles = load_homedepot()
-    if args.smoke_products:  # smoke test only: a smaller corpus (test queries' judged products kept)
-        keep = set(uids[:args.smoke_products]) | set(df.loc[df["split"] == "test", "product_uid"])
+    train_df, valid_df, test_df = (df[df["split"] == s].sort_values(["search_term", "id"]) for s in ("train", "valid", "test"))
+    if args.smoke_products:  # smoke test only: 60 valid and 60 test queries, a smaller corpus (their judged products kept)
+        valid_df, test_df = (d[d["search_term"].isin(sorted(d["search_term"].unique())[:60])] for d in (valid_df, test_df))
+        keep = set(uids[:args.smoke_products]) | set(valid_df["product_uid"]) | set(test_df["product_uid"])
         titles = [t for u, t in zip(uids, titles) if u in keep]
         uids = [u for u in uids if u in keep]
+        train_df = train_df[train_df["product_uid"].isin(keep)]
         res["smoke_products"] = len(uids)
     pos = {u: i for i, u in enumerate(uids)}
-    train_df, valid_df, test_df = (df[df["split"] == s].sort_values(["search_term", "id"]) for s in ("train", "valid", "test"))
-    test_q = sorted(test_df["search_term"].unique())
-    judged = [{pos[u]: r for u, r in zip(g["product_uid"], g["relevance"])} for _, g in test_df.groupby("search_term", sort=True)]
-    has_rel = [max(j.values()) >= RELEVANT for j in judged]
-    rq = [q for q, h in zip(test_q, has_rel) if h]
-    rj = [j for j, h in zip(judged, has_rel) if h]
+    vq_sample = sorted(np.random.default_rng(0).permutation(sorted(valid_df["search_term"].unique()))[:args.valid_queries])
+    vs_df = valid_df[valid_df["search_term"].isin(set(vq_sample))]
+
+    def retrieve_set(frame):
+        qs = sorted(frame["search_term"].unique())
+        judged = [{pos[u]: r for u, r in zip(g["product_uid"], g["relevance"])} for _, g in frame.groupby("search_term", sort=True)]
+        has = [max(j.values()) >= RELEVANT for j in judged]
+        return [q for q, h in zip(qs, has) if h], [j for j, h in zip(judged, has) if h]
+
+    rq, rj = retrieve_set(test_df)
+    vq, vj = retrieve_set(valid_df)
+    vsq, vsj = retrieve_set(vs_df)
     res["data"] = {"pairs": len(df), "products": len(uids), "queries": {s: int(d["search_term"].nunique()) for s, d in
                                                                         (("train", train_df), ("valid", valid_df), ("test", test_df))},
-                   "test_pairs": len(test_df), "retrieve_queries": len(rq)}
+                   "test_pairs": len(test_df), "retrieve_queries": len(rq), "valid_retrieve_queries": len(vq),
+                   "valid_sample": {"queries": len(vq_sample), "pairs": len(vs_df), "retrieve_queries": len(vsq)}}
     log.info("data: %s", res["data"])
-    rel = test_df["relevance"].to_numpy()
+    rel, vrel = test_df["relevance"].to_numpy(), vs_df["relevance"].to_numpy()
     a_test, b_test = list(test_df["search_term"]), list(test_df["product_title"])
+    a_val, b_val = list(vs_df["search_term"]), list(vs_df["product_title"])
 
-    def record_rerank(name, scores, pred_rel, extra=None):
+    def record_rerank(name, scores, valid_scores, extra=None):
+        """Test NDCG@10 of ``scores``; RMSE after the isotonic map fitted on the validation sample."""
+        cal = isotonic(valid_scores, vrel)
+        scored[name] = (np.asarray(scores), np.asarray(valid_scores))
+        vpq = rerank_per_query(vs_df, valid_scores)
+        res["valid"]["rerank"][name] = {"ndcg@10": float(np.nanmean(vpq)), "rmse_in_sample": rmse(cal(valid_scores), vrel)}
         pq = rerank_per_query(test_df, scores)
         per_query[name] = pq
-        res["rerank"][name] = {"ndcg@10": float(np.nanmean(pq)), "rmse": rmse(pred_rel, rel),
+        res["rerank"][name] = {"ndcg@10": float(np.nanmean(pq)), "rmse": rmse(cal(scores), rel),
                                "queries": int((~np.isnan(pq)).sum()), **(extra or {})}
-        log.info("rerank %s: %s", name, res["rerank"][name])
+        log.info("rerank %s: %s (valid %s)", name, res["rerank"][name], res["valid"]["rerank"][name])
         save()
 
     # ---- constant and BM25
-    record_rerank("constant", np.zeros(len(test_df)), np.full(len(test_df), train_df["relevance"].mean()),
-                  {"note": "all scores tied; relevance = training mean"})
+    res["rerank"]["constant"] = {"ndcg@10": float(np.nanmean(rerank_per_query(test_df, np.zeros(len(test_df))))),
+                                 "rmse": rmse(np.full(len(test_df), train_df["relevance"].mean()), rel),
+                                 "note": "all scores tied; relevance = training mean"}
     import bm25s
 
     bm25 = bm25s.BM25()
@@ -256,28 +328,47 @@ def homedepot(args) -> None:
             s[i] = bm25.get_scores(toks)[pos[u]] if (u in pos and toks) else 0.0
         return s
 
-    fit_df = train_df.sample(n=min(5000, len(train_df)), random_state=0)
-    a_, b_ = linear_fit(bm25_pair_scores(fit_df), fit_df["relevance"].to_numpy())
-    s = bm25_pair_scores(test_df)
-    record_rerank("bm25", s, a_ * s + b_)
+    per_query_bm25 = bm25_pair_scores(test_df)
+    record_rerank("bm25", per_query_bm25, bm25_pair_scores(vs_df))
+    depth = max(args.fuse_depths)
     t = time.perf_counter()
-    bm25_lists = index.bm25_topk(rq, 100)
+    bm25_lists = index.bm25_topk(rq, depth)
     res["timings"]["bm25_retrieve_s"] = time.perf_counter() - t
+    bm25_valid = index.bm25_topk(vq, depth)
     res["retrieve"]["bm25"] = retrieve_metrics(bm25_lists, rj)
+    res["valid"]["retrieve"]["bm25"] = retrieve_metrics(bm25_valid, vj)
     log.info("retrieve bm25: %s", res["retrieve"]["bm25"])
     save()
 
     from transformers import AutoTokenizer
 
+    layers = [int(x) for x in args.lora_layers.split(",") if x.strip()]
     base_cfg = RankerConfig(max_len=args.max_len, bi_max_len=args.bi_max_len, aux_task="relevance", click_weight=0.0,
                             aux_weight=1.0, listwise_weight=args.listwise)
+    lora_settings = LoraSettings(enabled=True, r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05, layers=layers)
     tok = AutoTokenizer.from_pretrained(base_cfg.encoder_dir())
-    train_groups = subsample_groups(groups_of(train_df), args.train_pairs, seed=0)
-    res["training"]["data"] = {"cross_train_pairs": sum(map(len, train_groups)), "cross_train_queries": len(train_groups)}
+
+    # cross-encoder training data: judged pairs of sampled training queries + BM25 hard negatives
+    train_groups_j = subsample_groups(groups_of(train_df), args.train_pairs, seed=0)
+    train_queries = sorted({g[0].a for g in train_groups_j})
+    negatives: dict[str, list[str]] = {}
+    if args.hard_negs:
+        judged_train = {q: set(g["product_uid"]) for q, g in train_df.groupby("search_term")}
+        rng = np.random.default_rng(1)
+        for q, cand in zip(train_queries, index.bm25_topk(train_queries, args.neg_depth)):
+            unj = [titles[d] for d in cand if uids[d] not in judged_train[q]]
+            negatives[q] = [unj[i] for i in sorted(rng.permutation(len(unj))[:args.hard_negs])]
+    train_groups = cross_groups(train_df[train_df["search_term"].isin(set(train_queries))], negatives)
+    res["training"]["data"] = {"cross_train_queries": len(train_groups),
+                               "cross_train_judged_pairs": sum(map(len, train_groups_j)),
+                               "cross_train_hard_negatives": sum(map(len, negatives.values())),
+                               "cross_train_pairs": sum(map(len, train_groups)),
+                               "hard_negatives": f"{args.hard_negs} per query, sampled from the unjudged products in "
+                                                 f"its BM25 top-{args.neg_depth}, label relevance 1 (gain 0)"}
 
     def cross_cfg(lora: bool, lr: float) -> RankerConfig:
         d = base_cfg.to_dict()
-        d["lora"] = LoraSettings(enabled=lora, r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05).__dict__
+        d["lora"] = {**lora_settings.__dict__, "enabled": lora}
         d["fit"] = dict(epochs=args.epochs, batch_size=args.groups_per_batch, lr=lr, weight_decay=0.01,
                         warmup_ratio=0.1, patience=args.epochs, threads=args.threads, progress=args.progress,
                         fgm_epsilon=args.fgm)
@@ -285,122 +376,173 @@ def homedepot(args) -> None:
 
     cfg_lora, cfg_full = cross_cfg(True, args.lr_lora), cross_cfg(False, args.lr_full)
 
-    # ---- LoRA cross-encoder, its merged and int8 exports
-    if "lora-cross" in args.stages:
-        model, summ = fit_cross_encoder(cfg_lora, train_groups, [], work / "lora-cross", tokenizer=tok,
-                                        evaluate_fn=lambda m: {})
-        res["training"]["lora-cross"] = {k: summ[k] for k in ("trainable_params", "total_params", "step_seconds",
-                                                              "train_seconds", "optimizer_steps")}
-        res["training"]["lora-cross"]["config"] = {"r": args.lora_r, "alpha": 2 * args.lora_r, "targets": cfg_lora.lora.target_modules,
-                                                   "lr": args.lr_lora, "epochs": args.epochs, "listwise_weight": args.listwise,
-                                                   "fgm_epsilon": args.fgm, "max_len": args.max_len}
-        unmerged = Ranker(model.eval(), tok, cfg_lora)
-        merged = Ranker(merged_copy(model).eval(), tok, cfg_lora)
-        s, secs = timed_scores(merged, a_test, b_test)
-        record_rerank("lora-cross", s, 1 + 2 * s, {"score_seconds": secs})
-        int8 = Ranker(quantize_int8(merged.cross), tok, cfg_lora)
-        s8, secs8 = timed_scores(int8, a_test, b_test)
-        record_rerank("int8-cross", s8, 1 + 2 * s8, {"score_seconds": secs8})
-        n = min(384, len(a_test))
-        sp = speed_ratio({"lora-unmerged": unmerged.cross, "merged-fp32": merged.cross, "int8": int8.cross}, tok,
-                         cfg_lora, a_test[:n], b_test[:n])
-        su = unmerged.score(a_test[:n], b_test[:n], head="aux")
-        res["export"] = {
-            "pairs_timed": n, "median_seconds": sp,
-            "merge_speedup": sp["lora-unmerged"] / sp["merged-fp32"],
-            "int8_speedup_vs_merged": sp["merged-fp32"] / sp["int8"],
-            "merge_max_abs_score_diff": float(np.abs(su - s[:n]).max()),
-            "int8_ndcg_change_rel": (res["rerank"]["int8-cross"]["ndcg@10"] / res["rerank"]["lora-cross"]["ndcg@10"]) - 1,
-            "int8_rmse_change": res["rerank"]["int8-cross"]["rmse"] - res["rerank"]["lora-cross"]["rmse"],
-        }
-        log.info("export: %s", res["export"])
-        res["significance"]["lora-cross - bm25"] = bootstrap_diff(per_query["lora-cross"], per_query["bm25"])
-        save()
-        global_cross = merged
-    else:
-        global_cross = None
+    def train_or_load(name, cfg, fit_fn):
+        """Train (or with --reuse load the saved folder); returns (model, training summary)."""
+        folder = save_dir / name
+        if args.reuse and (folder / "config.json").exists():
+            model, _ = load_model(folder)
+            summ = json.loads((folder / "train_summary.json").read_text())
+            log.info("%s: reused %s", name, folder)
+            return model, {**summ, "reused": str(folder)}
+        model, summ = fit_fn()
+        summ = {k: summ[k] for k in ("trainable_params", "total_params", "step_seconds", "train_seconds", "optimizer_steps")}
+        save_model(model, folder, cfg)
+        (folder / "train_summary.json").write_text(json.dumps(summ, indent=2))
+        return merged_copy(model).eval(), summ
 
-    if "full-cross" in args.stages:
-        model, summ = fit_cross_encoder(cfg_full, train_groups, [], work / "full-cross", tokenizer=tok,
-                                        evaluate_fn=lambda m: {})
-        res["training"]["full-cross"] = {k: summ[k] for k in ("trainable_params", "total_params", "step_seconds",
-                                                              "train_seconds", "optimizer_steps")}
-        res["training"]["full-cross"]["config"] = {"lr": args.lr_full, "epochs": args.epochs}
-        s, secs = timed_scores(Ranker(model.eval(), tok, cfg_full), a_test, b_test)
-        record_rerank("full-cross", s, 1 + 2 * s, {"score_seconds": secs})
-        if "lora-cross" in per_query:
-            res["significance"]["lora-cross - full-cross"] = bootstrap_diff(per_query["lora-cross"], per_query["full-cross"])
-        del model
-        save()
-
-    if "steptime" in args.stages:
-        res["training"]["step_time_side_by_side"] = step_time_ratio(cfg_lora, cfg_full, tok, train_groups)
-        log.info("step time: %s", res["training"]["step_time_side_by_side"])
-        save()
-
-    # ---- bi-encoders
+    # ---- bi-encoders (zero-shot, LoRA) and the fusion
     zs = Ranker(None, tok, base_cfg, build_bi_encoder(RankerConfig(lora=LoraSettings(enabled=False))).eval())
-    if "zero-shot" in args.stages:
-        uq = sorted(set(a_test))
-        qv = dict(zip(uq, zs.encode(uq)))
-        tv = dict(zip(sorted(set(b_test)), zs.encode(sorted(set(b_test)))))
-        s = np.array([qv[a] @ tv[b] for a, b in zip(a_test, b_test)])
-        fit_s = np.array([x @ y for x, y in zip(zs.encode(list(fit_df["search_term"][:2000])),
-                                                  zs.encode(list(fit_df["product_title"][:2000])))])
-        a_, b_ = linear_fit(fit_s, fit_df["relevance"].to_numpy()[:2000])
-        record_rerank("zero-shot", s, a_ * s + b_)
 
-    bi_ranker = None
+    def cosine_pairs(ranker, a, b):
+        ua, ub = sorted(set(a)), sorted(set(b))
+        qv, tv = dict(zip(ua, ranker.encode(ua))), dict(zip(ub, ranker.encode(ub)))
+        return np.array([qv[x] @ tv[y] for x, y in zip(a, b)])
+
+    if "zero-shot" in args.stages:
+        record_rerank("zero-shot", cosine_pairs(zs, a_test, b_test), cosine_pairs(zs, a_val, b_val))
+
+    bi_ranker, dense_test, dense_valid = None, None, None
     if "lora-bi" in args.stages:
-        bi_cfg = RankerConfig.from_dict({**base_cfg.to_dict(), "lora": LoraSettings(r=args.lora_r, alpha=2 * args.lora_r).__dict__,
-                                         "bi_fit": dict(epochs=args.epochs, batch_size=args.bi_batch, lr=args.lr_bi,
-                                                        warmup_ratio=0.1, patience=args.epochs, threads=args.threads,
+        bi_cfg = RankerConfig.from_dict({**base_cfg.to_dict(), "lora": lora_settings.__dict__,
+                                         "bi_fit": dict(epochs=args.bi_epochs, batch_size=args.bi_batch, lr=args.lr_bi,
+                                                        warmup_ratio=0.1, patience=args.bi_epochs, threads=args.threads,
                                                         progress=args.progress),
                                          "bi_temperature": 0.05})
         pos_pairs = [(q, t) for q, t, r in zip(train_df["search_term"], train_df["product_title"], train_df["relevance"])
                      if r >= RELEVANT]
         rng = np.random.default_rng(0)
         pos_pairs = [pos_pairs[i] for i in rng.permutation(len(pos_pairs))[:args.bi_pairs]]
-        bi, summ = fit_bi_encoder(bi_cfg, pos_pairs, work / "lora-bi", tokenizer=tok, evaluate_fn=lambda m: {})
-        res["training"]["lora-bi"] = {k: summ[k] for k in ("trainable_params", "total_params", "step_seconds",
-                                                           "train_seconds", "optimizer_steps")}
-        res["training"]["lora-bi"]["config"] = {"pairs": len(pos_pairs), "batch": args.bi_batch, "lr": args.lr_bi,
-                                                "loss": "in-batch negatives (MNRL), temperature 0.05", "r": args.lora_r}
-        bi_m = merged_copy(bi).eval()
-        bi_ranker = Ranker(global_cross.cross if global_cross else None, tok, base_cfg, bi_m)
-        uq = sorted(set(a_test))
-        qv = dict(zip(uq, bi_ranker.encode(uq)))
-        tv = dict(zip(sorted(set(b_test)), bi_ranker.encode(sorted(set(b_test)))))
-        s = np.array([qv[a] @ tv[b] for a, b in zip(a_test, b_test)])
-        fit_s = np.array([x @ y for x, y in zip(bi_ranker.encode(list(fit_df["search_term"][:2000])),
-                                                  bi_ranker.encode(list(fit_df["product_title"][:2000])))])
-        a_, b_ = linear_fit(fit_s, fit_df["relevance"].to_numpy()[:2000])
-        record_rerank("lora-bi", s, a_ * s + b_)
-        vec_path = work / "lora-bi-vectors.npy"
-        t = time.perf_counter()
-        vecs = encode_texts(bi_m, tok, titles, args.bi_max_len, 256)
-        res["timings"]["lora_bi_encode_corpus_s"] = time.perf_counter() - t
-        np.save(vec_path, vecs)
+        if args.bi_hard_negs:
+            judged_train = {q: set(g["product_title"]) for q, g in train_df.groupby("search_term")}
+            qs = sorted({q for q, _ in pos_pairs})
+            hn = {q: [titles[d] for d in c if titles[d] not in judged_train[q]][:args.neg_depth]
+                  for q, c in zip(qs, index.bm25_topk(qs, args.neg_depth))}
+            pos_pairs = [(q, t, hn[q][rng.integers(len(hn[q]))]) for q, t in pos_pairs if hn[q]]
+        bi_m, summ = train_or_load("lora-bi", bi_cfg, lambda: fit_bi_encoder(bi_cfg, pos_pairs, work / "lora-bi",
+                                                                             tokenizer=tok, evaluate_fn=lambda m: {}))
+        res["training"]["lora-bi"] = {**summ, "config": {
+            "pairs": len(pos_pairs), "batch": args.bi_batch, "lr": args.lr_bi, "epochs": args.bi_epochs,
+            "loss": "in-batch negatives (MNRL), temperature 0.05" + (" + one BM25 hard negative per pair" if args.bi_hard_negs else ""),
+            "r": args.lora_r, "layers": layers or "all", "positives": "relevance >= 2.33"}}
+        bi_ranker = Ranker(None, tok, base_cfg, bi_m)
+        record_rerank("lora-bi", cosine_pairs(bi_ranker, a_test, b_test), cosine_pairs(bi_ranker, a_val, b_val))
+        vec_path = save_dir / "lora-bi-vectors.npy"
+        if args.reuse and vec_path.exists():
+            vecs = np.load(vec_path)
+        else:
+            t = time.perf_counter()
+            vecs = encode_texts(bi_m, tok, titles, args.bi_max_len, 256)
+            res["timings"]["lora_bi_encode_corpus_s"] = time.perf_counter() - t
+            np.save(vec_path, vecs)
+            (save_dir / "product_uids.json").write_text(json.dumps([int(u) for u in uids]))
         index_bi = SearchIndex([str(u) for u in uids], titles, bm25, vecs, bi_ranker)
-        dense = index_bi.dense_topk(rq, 100)
-        res["retrieve"]["lora-bi"] = retrieve_metrics(dense, rj)
-        fused = [rrf([x, y])[:100] for x, y in zip(bm25_lists, dense)]
-        res["retrieve"]["fusion"] = {**retrieve_metrics(fused, rj), "note": f"RRF k={RRF_K} of BM25 top-100 and lora-bi top-100"}
+        dense_test, dense_valid = index_bi.dense_topk(rq, depth), index_bi.dense_topk(vq, depth)
+        res["retrieve"]["lora-bi"] = retrieve_metrics(dense_test, rj)
+        res["valid"]["retrieve"]["lora-bi"] = retrieve_metrics(dense_valid, vj)
+        # fusion variants, chosen on the validation queries (by Recall@100, then NDCG@10)
+        variants = {}
+        for d in args.fuse_depths:
+            for w in args.bi_weights:
+                name = f"rrf k={RRF_K} top-{d} each, weight bm25 1 / bi {w}"
+                variants[name] = (d, w)
+                res["valid"]["retrieve"][f"fusion[{name}]"] = retrieve_metrics(
+                    [weighted_rrf([x[:d], y[:d]], [1.0, w])[:100] for x, y in zip(bm25_valid, dense_valid)], vj)
+        best = max(variants, key=lambda n: (round(res["valid"]["retrieve"][f"fusion[{n}]"]["recall@100"], 3),
+                                            res["valid"]["retrieve"][f"fusion[{n}]"]["ndcg@10"]))
+        args.fusion = variants[best]
+        res["retrieve"]["fusion"] = {**retrieve_metrics([weighted_rrf([x[:args.fusion[0]], y[:args.fusion[0]]],
+                                                                      [1.0, args.fusion[1]])[:100]
+                                                         for x, y in zip(bm25_lists, dense_test)], rj),
+                                     "note": f"{best} (chosen on the validation queries)"}
         log.info("retrieve lora-bi %s fusion %s", res["retrieve"]["lora-bi"], res["retrieve"]["fusion"])
         save()
-        if global_cross is not None and "search-path" in args.stages:
-            t = time.perf_counter()
-            final = []
+
+    # ---- LoRA cross-encoder, its merged and int8 exports
+    cross = None
+    if "lora-cross" in args.stages:
+        cross, summ = train_or_load("lora-cross", cfg_lora, lambda: fit_cross_encoder(
+            cfg_lora, train_groups, [], work / "lora-cross", tokenizer=tok, evaluate_fn=lambda m: {}))
+        res["training"]["lora-cross"] = {**summ, "trainable_percent": 100.0 * summ["trainable_params"] / summ["total_params"],
+                                         "config": {"r": args.lora_r, "alpha": 2 * args.lora_r, "layers": layers or "all",
+                                                    "targets": cfg_lora.lora.target_modules, "lr": args.lr_lora,
+                                                    "epochs": args.epochs, "listwise_weight": args.listwise,
+                                                    "fgm_epsilon": args.fgm, "max_len": args.max_len,
+                                                    "groups_per_batch": args.groups_per_batch}}
+        merged = Ranker(cross, tok, cfg_lora)
+        s, secs = timed_scores(merged, a_test, b_test)
+        record_rerank("lora-cross", s, merged.score(a_val, b_val, head="aux"), {"score_seconds": secs})
+        int8 = Ranker(quantize_int8(cross), tok, cfg_lora)
+        s8, secs8 = timed_scores(int8, a_test, b_test)
+        record_rerank("int8-cross", s8, int8.score(a_val, b_val, head="aux"), {"score_seconds": secs8})
+        n = min(256, len(a_test))
+        sp = speed_ratio({"merged-fp32": merged.cross, "int8": int8.cross}, tok, cfg_lora, a_test[:n], b_test[:n])
+        res["export"] = {
+            "pairs_timed": n, "median_seconds": sp,
+            "int8_speedup_vs_merged": sp["merged-fp32"] / sp["int8"],
+            "int8_ndcg_change_rel": (res["rerank"]["int8-cross"]["ndcg@10"] / res["rerank"]["lora-cross"]["ndcg@10"]) - 1,
+            "int8_rmse_change": res["rerank"]["int8-cross"]["rmse"] - res["rerank"]["lora-cross"]["rmse"],
+            "note": "the saved model has LoRA merged (peft merge_and_unload) before export",
+        }
+        log.info("export: %s", res["export"])
+        res["significance"]["lora-cross - bm25"] = bootstrap_diff(per_query["lora-cross"], per_query["bm25"])
+        save()
+
+        if "search-path" in args.stages and dense_test is not None:
             D = args.rerank_depth
-            for q, cand in zip(rq, fused):
-                head = cand[:D]
-                sc = global_cross.score([q] * len(head), [titles[d] for d in head], head="aux", batch_size=64)
-                final.append([head[j] for j in np.argsort(-sc, kind="stable")] + cand[D:])
-            res["timings"]["search_path_rerank_s"] = time.perf_counter() - t
-            res["retrieve"]["search-path"] = {**retrieve_metrics(final, rj),
-                                              "note": f"fusion top-{D} re-ranked by lora-cross (relevance head), rest in fused order"}
-            log.info("retrieve search-path %s", res["retrieve"]["search-path"])
+            fd, fw = args.fusion
+
+            def search_path(rankers, qs, bl, dl, judged):
+                fused = [weighted_rrf([x[:fd], y[:fd]], [1.0, fw])[:100] for x, y in zip(bl, dl)]
+                out = {}
+                for name, r in rankers.items():
+                    t = time.perf_counter()
+                    final = []
+                    for q, cand in zip(qs, fused):
+                        head = cand[:D]
+                        sc = r.score([q] * len(head), [titles[d] for d in head], head="aux", batch_size=64)
+                        final.append([head[j] for j in np.argsort(-sc, kind="stable")] + cand[D:])
+                    out[name] = {**retrieve_metrics(final, judged), "rerank_seconds": time.perf_counter() - t}
+                return out
+
+            v = search_path({"search-path": merged}, vsq, index.bm25_topk(vsq, depth),
+                            index_bi.dense_topk(vsq, depth), vsj)
+            res["valid"]["retrieve"]["search-path"] = v["search-path"]
+            res["valid"]["retrieve"]["fusion(sample)"] = retrieve_metrics(
+                [weighted_rrf([x[:fd], y[:fd]], [1.0, fw])[:100] for x, y in
+                 zip(index.bm25_topk(vsq, depth), index_bi.dense_topk(vsq, depth))], vsj)
             save()
+            for name, m in search_path({"search-path": merged, "search-path-int8": int8}, rq, bm25_lists, dense_test, rj).items():
+                res["retrieve"][name] = {**m, "note": f"fusion top-{D} re-ranked by the {'int8 ' if 'int8' in name else ''}"
+                                                      "lora-cross relevance head, rest in fused order"}
+                log.info("retrieve %s %s", name, m)
+            save()
+        if args.save_dir:  # one load_ranker folder: cross-encoder, bi_encoder/, search/ (BM25 + product vectors)
+            import shutil
+
+            rk = save_dir / "ranker"
+            shutil.copytree(save_dir / "lora-cross", rk, dirs_exist_ok=True)
+            if (save_dir / "lora-bi" / "config.json").exists():
+                shutil.copytree(save_dir / "lora-bi", rk / "bi_encoder", dirs_exist_ok=True)
+                vecs = np.load(save_dir / "lora-bi-vectors.npy")
+                SearchIndex([str(u) for u in uids], titles, bm25, vecs, None).save(rk / "search")
+
+    if "full-cross" in args.stages:
+        model, summ = train_or_load("full-cross", cfg_full, lambda: fit_cross_encoder(
+            cfg_full, train_groups, [], work / "full-cross", tokenizer=tok, evaluate_fn=lambda m: {}))
+        res["training"]["full-cross"] = {**summ, "config": {"lr": args.lr_full, "epochs": args.epochs,
+                                                            "data": "the same groups as lora-cross"}}
+        r = Ranker(model, tok, cfg_full)
+        s, secs = timed_scores(r, a_test, b_test)
+        record_rerank("full-cross", s, r.score(a_val, b_val, head="aux"), {"score_seconds": secs})
+        if "lora-cross" in per_query:
+            res["significance"]["lora-cross - full-cross"] = bootstrap_diff(per_query["lora-cross"], per_query["full-cross"])
+        del model, r
+        save()
+
+    if "steptime" in args.stages:
+        res["training"]["step_time_side_by_side"] = step_time_ratio(cfg_lora, cfg_full, tok, train_groups)
+        log.info("step time: %s", res["training"]["step_time_side_by_side"])
+        save()
 
     if "zero-shot-retrieve" in args.stages:
         t = time.perf_counter()
@@ -409,9 +551,36 @@ def homedepot(args) -> None:
         index_zs = SearchIndex([str(u) for u in uids], titles, bm25, vecs, zs)
         dense = index_zs.dense_topk(rq, 100)
         res["retrieve"]["zero-shot"] = retrieve_metrics(dense, rj)
-        res["retrieve"]["bm25+zero-shot"] = {**retrieve_metrics([rrf([x, y])[:100] for x, y in zip(bm25_lists, dense)], rj),
+        res["retrieve"]["bm25+zero-shot"] = {**retrieve_metrics([rrf([x[:100], y])[:100] for x, y in zip(bm25_lists, dense)], rj),
                                              "note": f"RRF k={RRF_K}"}
         save()
+    if args.stack and all(k in scored for k in args.stack):
+        # relevance from several scores: a linear model on their isotonic maps, fitted on the validation sample
+        # (cross-fitted there: 5 folds, so its validation figures are out of fold)
+        from sklearn.linear_model import LinearRegression
+        from sklearn.model_selection import KFold
+
+        def feats(fit_idx, which, idx=None):
+            """Columns: each model's score (test: which=0, validation: 1) through its isotonic map fitted on fit_idx."""
+            return np.column_stack([isotonic(scored[k][1][fit_idx], vrel[fit_idx])(
+                scored[k][which] if idx is None else scored[k][which][idx]) for k in args.stack])
+
+        oof = np.zeros(len(vrel))
+        for tr, te in KFold(5, shuffle=True, random_state=0).split(vrel):
+            oof[te] = LinearRegression().fit(feats(tr, 1, tr), vrel[tr]).predict(feats(tr, 1, te))
+        all_idx = np.arange(len(vrel))
+        lr_ = LinearRegression().fit(feats(all_idx, 1), vrel)
+        pred = lr_.predict(feats(all_idx, 0))
+        name = "+".join(args.stack)
+        pq = rerank_per_query(test_df, pred)
+        per_query[name] = pq
+        res["valid"]["rerank"][name] = {"ndcg@10": float(np.nanmean(rerank_per_query(vs_df, oof))),
+                                        "rmse_out_of_fold": rmse(oof, vrel)}
+        res["rerank"][name] = {"ndcg@10": float(np.nanmean(pq)), "rmse": rmse(pred, rel), "queries": int((~np.isnan(pq)).sum()),
+                               "weights": dict(zip(args.stack, map(float, lr_.coef_))),
+                               "note": "score and relevance = linear regression, fitted on the validation sample, of "
+                                       "the isotonic-calibrated scores of " + ", ".join(args.stack)}
+        log.info("rerank %s: %s (valid %s)", name, res["rerank"][name], res["valid"]["rerank"][name])
     for k in ("zero-shot", "lora-bi", "full-cross", "int8-cross"):
         if k in per_query and "bm25" in per_query:
             res["significance"][f"{k} - bm25"] = bootstrap_diff(per_query[k], per_query["bm25"])
@@ -424,28 +593,43 @@ def main() -> None:
     sub = p.add_subparsers(dest="bench", required=True)
     h = sub.add_parser("homedepot")
     h.add_argument("--work", default=".shoprec/bench/ranker-hd")
+    h.add_argument("--save-dir", default="", help="stable folders for the final models (default: --work)")
+    h.add_argument("--reuse", action="store_true", help="load models already saved in --save-dir instead of training")
     h.add_argument("--out", default="benchmarks/results/ranker-homedepot.json")
     h.add_argument("--keep", action="store_true", help="update an existing results file instead of starting afresh")
-    h.add_argument("--stages", default="lora-cross,full-cross,steptime,zero-shot,lora-bi,search-path,zero-shot-retrieve")
+    h.add_argument("--stages", default="zero-shot,lora-bi,lora-cross,search-path,full-cross,steptime")
     h.add_argument("--threads", type=int, default=1)
-    h.add_argument("--train-pairs", type=int, default=6000)
-    h.add_argument("--bi-pairs", type=int, default=6000)
+    h.add_argument("--train-pairs", type=int, default=10000, help="judged pairs for the cross-encoders (whole queries)")
+    h.add_argument("--hard-negs", type=int, default=4, help="BM25 hard negatives per training query (cross-encoder)")
+    h.add_argument("--neg-depth", type=int, default=20)
+    h.add_argument("--bi-pairs", type=int, default=8000)
+    h.add_argument("--bi-hard-negs", action="store_true", help="one BM25 hard negative per bi-encoder pair")
     h.add_argument("--epochs", type=int, default=1)
-    h.add_argument("--max-len", type=int, default=40)
+    h.add_argument("--bi-epochs", type=int, default=1)
+    h.add_argument("--max-len", type=int, default=32)
     h.add_argument("--bi-max-len", type=int, default=32)
-    h.add_argument("--lora-r", type=int, default=16)
-    h.add_argument("--lr-lora", type=float, default=5e-4)
+    h.add_argument("--lora-r", type=int, default=8)
+    h.add_argument("--lora-layers", default="3,4,5", help="encoder layers with adapters (empty: all)")
+    h.add_argument("--lr-lora", type=float, default=7e-4)
     h.add_argument("--lr-full", type=float, default=5e-5)
-    h.add_argument("--lr-bi", type=float, default=3e-4)
+    h.add_argument("--lr-bi", type=float, default=5e-4)
     h.add_argument("--bi-batch", type=int, default=64)
     h.add_argument("--groups-per-batch", type=int, default=4)
     h.add_argument("--listwise", type=float, default=0.5)
     h.add_argument("--fgm", type=float, default=0.0)
     h.add_argument("--rerank-depth", type=int, default=20)
+    h.add_argument("--fuse-depths", default="100,200", help="candidates per retriever tried for the fusion")
+    h.add_argument("--bi-weights", default="1,1.5", help="RRF weights of the bi-encoder tried (BM25 weight 1)")
+    h.add_argument("--valid-queries", type=int, default=400, help="validation queries scored by the cross-encoders")
     h.add_argument("--progress", action="store_true")
-    h.add_argument("--smoke-products", type=int, default=0, help="smoke test: index only this many products (+ judged test ones)")
+    h.add_argument("--stack", default="", help="comma-separated models whose calibrated scores a linear model combines (re-rank)")
+    h.add_argument("--smoke-products", type=int, default=0, help="smoke test: index only this many products (+ judged valid/test ones)")
     a = p.parse_args()
     a.stages = set(a.stages.split(","))
+    a.fuse_depths = [int(x) for x in a.fuse_depths.split(",")]
+    a.bi_weights = [float(x) for x in a.bi_weights.split(",")]
+    a.fusion = (100, 1.0)
+    a.stack = [x for x in a.stack.split(",") if x]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if a.bench == "homedepot":
         homedepot(a)

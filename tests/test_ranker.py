@@ -70,6 +70,45 @@ def test_lora_trains_only_adapters_and_heads(tiny_base):
     assert all(p.requires_grad for p in full.parameters())
 
 
+def test_lora_on_top_layers_only_skips_backward_below(tiny_base, tokenizer):
+    """``LoraSettings.layers``: adapters only in the named layers; nothing below them gets a gradient."""
+    cfg = RankerConfig(base_model=tiny_base, lora=LoraSettings(r=4, alpha=8, layers=[1]))
+    cfg = RankerConfig.from_dict(cfg.to_dict())  # the field survives a config round trip
+    assert cfg.lora.layers == [1]
+    m = build_cross_encoder(cfg)
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert sum("lora_A" in n for n in trainable) == 6 and all("layer.1." in n for n in trainable if "lora_" in n)
+    seen = []
+    layer0 = [mod for n, mod in m.named_modules() if n.endswith("encoder.layer.0")][0]
+    layer0.register_full_backward_hook(lambda mod, gi, go: seen.append(1))
+    enc = tokenizer(["red drill"], ["cordless drill"], return_tensors="pt")
+    m(**enc)[1].sum().backward()
+    assert not seen  # autograd stopped at layer 1
+    assert all(p.grad is not None for n, p in m.named_parameters() if p.requires_grad and "lora_B" in n)
+
+
+def test_score_keeps_the_given_order_with_length_sorted_batches(tiny_base, tokenizer):
+    cfg = RankerConfig(base_model=tiny_base, lora=LoraSettings(enabled=False))
+    r = Ranker(build_cross_encoder(cfg).eval(), tokenizer, cfg)
+    a = ["drill", "a much longer query about garden hoses", "mug", "tent"]
+    b = ["cordless drill with two batteries and a case", "hose", "mug", "tent for four people"]
+    together = r.score(a, b, batch_size=2)
+    one_by_one = np.concatenate([r.score([x], [y]) for x, y in zip(a, b)])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+
+
+def test_bi_collate_masks_false_negatives_and_takes_hard_negatives(tokenizer):
+    from shoprec.ranker.train import bi_collate
+
+    coll = bi_collate(tokenizer, 16)
+    b = coll([("drill", "drill a"), ("drill", "drill b"), ("mug", "drill a")])
+    # same product for two queries, or two positives of the same query: not negatives of each other
+    assert b["same"].tolist() == [[False, True, True], [True, False, False], [True, False, False]]
+    b = coll([("drill", "drill a", "hose"), ("mug", "mug a", "drill a")])
+    assert b["input_ids"].shape[0] == 6 and b["same"].shape == (2, 4)
+    assert b["same"].tolist() == [[False, False, False, True], [False, False, False, False]]
+
+
 def test_save_merges_lora_and_loads_without_pickle(tiny_base, tokenizer, tmp_path):
     cfg = RankerConfig(base_model=tiny_base, lora=LoraSettings(r=4, alpha=8))
     m = build_cross_encoder(cfg).eval()

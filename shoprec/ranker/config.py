@@ -28,12 +28,17 @@ class LoraSettings:
     """Dropout on the adapter input."""
     target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
     """Module names (suffixes) that get adapters; ``dense`` covers the attention output and both FFN layers."""
+    layers: list[int] = field(default_factory=list)
+    """Encoder layer indices (0 = lowest) that get adapters; empty: all layers. Adapters only on the top
+    layers (e.g. ``[3, 4, 5]`` of MiniLM's 6) train fewer parameters, and autograd stops at the lowest
+    adapted layer, so the backward pass through the frozen layers below is skipped."""
 
     def peft_config(self):
         from peft import LoraConfig
 
+        extra = {"layers_to_transform": list(self.layers), "layers_pattern": "layer"} if self.layers else {}
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=list(self.target_modules), bias="none")
+                          target_modules=list(self.target_modules), bias="none", **extra)
 
 
 @dataclass

@@ -173,17 +173,21 @@ class Ranker:
         """Per pair: click probability (``head="click"``), purchase probability or relevance in [0, 1] (``"aux"``)."""
         if len(text_a) != len(text_b):
             raise ValueError("text_a and text_b differ in length")
-        out = []
+        # similar lengths in one batch (less padding); the result is in the given order
+        order = np.argsort([len(a) + len(b) for a, b in zip(text_a, text_b)], kind="stable")
+        out = np.zeros(len(text_a), dtype=np.float32)
         for i in range(0, len(text_a), batch_size):
-            enc = tokenize_pairs(self.tokenizer, text_a[i:i + batch_size], text_b[i:i + batch_size], self.cfg.max_len)
+            idx = order[i:i + batch_size]
+            enc = tokenize_pairs(self.tokenizer, [text_a[j] for j in idx], [text_b[j] for j in idx], self.cfg.max_len)
             click, aux = self.cross(**{k: v.to(self.device) for k, v in enc.items()})
             if head == "click":
-                out.append(torch.sigmoid(click.float()))
+                s = torch.sigmoid(click.float())
             elif self.cfg.aux_task == "purchase":
-                out.append(torch.sigmoid(aux.float()))
+                s = torch.sigmoid(aux.float())
             else:
-                out.append(aux.float())
-        return torch.cat(out).cpu().numpy() if out else np.zeros(0, dtype=np.float32)
+                s = aux.float()
+            out[idx] = s.cpu().numpy()
+        return out
 
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:

@@ -121,24 +121,29 @@ def cross_loss_fn(cfg: RankerConfig):
 
 
 def bi_collate(tokenizer, max_len: int):
-    """Examples are (query text, positive text); both sides are tokenised to one padded block."""
-    def collate(pairs: list[tuple[str, str]]) -> dict:
-        texts = [q for q, _ in pairs] + [d for _, d in pairs]
-        enc = tokenize_texts(tokenizer, texts, max_len)
+    """Examples are (query, positive) or (query, positive, hard negative) texts; all are tokenised to one
+    padded block: the queries, then the positives, then the hard negatives (if every example has one)."""
+    def collate(pairs: list[tuple[str, ...]]) -> dict:
+        queries, docs = [p[0] for p in pairs], [p[1] for p in pairs]
+        negs = [p[2] for p in pairs] if all(len(p) > 2 for p in pairs) else []
+        enc = tokenize_texts(tokenizer, queries + docs + negs, max_len)
         n = len(pairs)
-        # the same product twice in a batch is not a negative for the other query
-        docs = [d for _, d in pairs]
-        same = torch.tensor([[docs[i] == docs[j] and i != j for j in range(n)] for i in range(n)])
+        # the same product (or the same query, whose other positive it is) twice in a batch is not a negative
+        same = torch.tensor([[i != j and (docs[i] == docs[j] or queries[i] == queries[j]) for j in range(n)]
+                             for i in range(n)])
+        if negs:  # a hard negative of one query may be another query's positive
+            same = torch.cat([same, torch.tensor([[negs[j] == docs[i] or (i != j and queries[i] == queries[j])
+                                                   for j in range(n)] for i in range(n)])], 1)
         enc["same"] = same
         return enc
     return collate
 
 
 def bi_loss_fn(temperature: float):
-    """MultipleNegativesRanking: each query against its positive and the batch's other positives."""
+    """MultipleNegativesRanking: each query against its positive, the batch's other positives and hard negatives."""
     def loss_fn(module, batch) -> torch.Tensor:
         v = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).float()
-        n = v.shape[0] // 2
+        n = batch["same"].shape[0]
         sim = (v[:n] @ v[n:].T) / temperature
         sim = sim.masked_fill(batch["same"], float("-inf"))
         return F.cross_entropy(sim, torch.arange(n, device=sim.device))

@@ -47,7 +47,8 @@ def items(tiny_model):
 
 @pytest.fixture(scope="module")
 def expected(tiny_ranker, items):
-    """The server's search path in this process: same loading (int8 cross-encoder, float32 bi-encoder), same index."""
+    """The server's search path in this process: same loading (int8 cross-encoder, float32 bi-encoder, traced),
+    same index, int8 product vectors."""
     import torch
 
     from shoprec.ranker.search import SearchIndex
@@ -55,7 +56,7 @@ def expected(tiny_ranker, items):
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # as the server on <= 2 cores
-    yield SearchIndex.build(*items, load_search_ranker(str(tiny_ranker), int8=True))
+    yield SearchIndex.build(*items, load_search_ranker(str(tiny_ranker), int8=True)).quantize_vectors()
     torch.set_num_threads(before)
 
 

@@ -61,6 +61,9 @@ class SeqRecConfig:
     """Pre-LayerNorm layers plus a final LayerNorm (False: post-LayerNorm, as in the SASRec paper)."""
     init_std: float = 0.02
     """Std of the normal initialisation of embeddings and linear layers."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the softmax losses (``ce``, ``sampled_softmax``): this much of the target's
+    probability is spread over the other candidates, which keeps the model from becoming over-confident."""
 
     def __post_init__(self):
         if self.objective not in ("sasrec", "bert4rec"):
@@ -193,7 +196,11 @@ class SeqRec(nn.Module):
         h, y = hidden[keep], targets[keep]
         cfg = self.cfg
         if cfg.loss == "ce":
-            return F.cross_entropy(self.scores(h), y)
+            logits = self.scores(h)
+            if cfg.label_smoothing:  # smoothing must not put mass on padding, whose logit is -inf
+                logits = logits[:, 1:]
+                return F.cross_entropy(logits, y - 1, label_smoothing=cfg.label_smoothing)
+            return F.cross_entropy(logits, y)
         negs = torch.randint(1, cfg.n_items + 1, (cfg.n_negatives,), device=h.device, generator=generator)
         w = self.item_weights()
         pos_logit = (h * w[y]).sum(-1, keepdim=True)
@@ -201,7 +208,9 @@ class SeqRec(nn.Module):
         neg_logit = neg_logit.masked_fill(negs.unsqueeze(0) == y.unsqueeze(1), float("-inf"))
         if cfg.loss == "sampled_softmax":
             logits = torch.cat([pos_logit, neg_logit], dim=1)
-            return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=h.device))
+            return F.cross_entropy(logits.masked_fill(torch.isinf(logits), -1e4),
+                                   torch.zeros(len(y), dtype=torch.long, device=h.device),
+                                   label_smoothing=cfg.label_smoothing)
         alpha = cfg.n_negatives / max(cfg.n_items - 1, 1)
         beta = alpha * (cfg.gbce_t * (1 - 1 / alpha) + 1 / alpha)
         pos_term = beta * F.softplus(-pos_logit.squeeze(1))

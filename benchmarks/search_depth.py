@@ -24,7 +24,7 @@ Models: ``--from-work DIR`` takes what ``benchmarks/ranker.py homedepot`` left i
 (``--work``: ``lora-cross/cross``, ``lora-bi/bi``), and ``lora-bi-vectors.npy`` (the bi-encoder's vectors of
 all products in ``load_homedepot`` order); ``--cross``/``--bi`` (checkpoint files or folders, or saved
 folders) and ``--vectors`` override. They are exported once into ``WORK/ranker`` (LoRA merged, the
-bi-encoder under ``bi_encoder/``) and ``WORK/index``: use a new ``--work`` for other models.
+bi-encoder under ``bi_encoder/``) and ``WORK/index``, again whenever the source files change.
 """
 
 from __future__ import annotations
@@ -64,6 +64,16 @@ def _checkpoint_file(path: Path) -> Path | None:
     return None
 
 
+def source_stamp(*paths: Path | None) -> dict:
+    """Where exported files came from (path, size and mtime of each file under them): re-export when it changes."""
+    out = {}
+    for p in paths:
+        if p is not None and p.exists():
+            files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+            out[str(p)] = [[str(f), f.stat().st_size, int(f.stat().st_mtime)] for f in files]
+    return out
+
+
 def export_ranker(cross: Path, bi: Path | None, out: Path, args) -> Path:
     """A ranker folder (``shoprec.ranker.models.load_ranker`` layout) from saved folders or LoRA training checkpoints."""
     from safetensors.torch import load_file
@@ -71,7 +81,8 @@ def export_ranker(cross: Path, bi: Path | None, out: Path, args) -> Path:
     from shoprec.ranker.config import LoraSettings, RankerConfig
     from shoprec.ranker.models import build_bi_encoder, build_cross_encoder, save_model
 
-    if (out / "config.json").exists() and (bi is None or (out / "bi_encoder" / "config.json").exists()):
+    stamp = {"sources": source_stamp(cross, bi), "max_len": args.max_len, "lora_r": args.lora_r}
+    if (out / "source.json").exists() and json.loads((out / "source.json").read_text()) == stamp:
         return out
     cfg = RankerConfig(max_len=args.max_len, bi_max_len=args.bi_max_len, aux_task="relevance", click_weight=0.0,
                        aux_weight=1.0, lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05))
@@ -91,20 +102,24 @@ def export_ranker(cross: Path, bi: Path | None, out: Path, args) -> Path:
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         save_model(model.eval(), dst, cfg)
         log.info("exported %s-encoder %s -> %s", kind, ckpt, dst)
+    (tmp / "source.json").write_text(json.dumps(stamp))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
 
 
-def build_index(out: Path, uids: list, titles: list[str], ranker, vectors: Path | None) -> Path:
+def build_index(out: Path, uids: list, titles: list[str], ranker, vectors: Path | None, ranker_dir: Path) -> Path:
     from shoprec.ranker.search import SearchIndex
 
-    if (out / "items.json").exists():
+    stamp = {"vectors": source_stamp(vectors), "ranker": json.loads((ranker_dir / "source.json").read_text())}
+    if (out / "source.json").exists() and json.loads((out / "source.json").read_text()) == stamp:
         return out
     vec = np.load(vectors) if vectors else None  # else the bi-encoder encodes all titles (slow: ~9 min here)
     if vec is not None and vec.shape[0] != len(titles):
         raise ValueError(f"{vectors}: {vec.shape[0]} vectors for {len(titles)} products")
+    shutil.rmtree(out, ignore_errors=True)
     SearchIndex.build([str(u) for u in uids], titles, ranker, vectors=vec).save(out)
+    (out / "source.json").write_text(json.dumps(stamp))
     return out
 
 
@@ -239,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     df, uids, titles = load_homedepot()
     ranker_dir = export_ranker(cross, bi if bi.exists() else None, work / "ranker", args)
     index_dir = build_index(work / "index", uids, titles, load_search_ranker(str(ranker_dir), int8=False),
-                            vectors if vectors.exists() else None)
+                            vectors if vectors.exists() else None, ranker_dir)
     test_df = df[df["split"] == "test"]
     pos = {u: i for i, u in enumerate(uids)}
     judged = [{pos[u]: r for u, r in zip(g["product_uid"], g["relevance"])}

@@ -18,7 +18,9 @@ The recipe: LoRA (rank ``--lora-r``) only on the top encoder layers (``--lora-la
 the parameters train and the backward pass stops at the lowest adapted layer; the bi-encoder learns
 from relevant pairs with in-batch negatives; the cross-encoder from each training query's judged
 products plus ``--hard-negs`` unjudged products of its BM25 top-``--neg-depth`` (relevance 1, the
-gain the retrieve metric gives them), with an MSE relevance head and a listwise loss per query. The
+gain the retrieve metric gives them), with an MSE relevance head and a listwise loss per query; its
+heads read the [CLS] state and the product of the query's and the title's mean token states
+(``--cross-pooling segments``), so training starts from the cosine the base model was trained for. The
 fusion of BM25 and bi-encoder candidates (depth per retriever, RRF weight) is chosen on the
 validation queries. Models are saved (LoRA merged) under ``--save-dir``; ``--reuse`` loads them
 instead of training, so stages can run one at a time (``--stages``, ``--keep``).
@@ -344,7 +346,7 @@ def homedepot(args) -> None:
 
     layers = [int(x) for x in args.lora_layers.split(",") if x.strip()]
     base_cfg = RankerConfig(max_len=args.max_len, bi_max_len=args.bi_max_len, aux_task="relevance", click_weight=0.0,
-                            aux_weight=1.0, listwise_weight=args.listwise)
+                            aux_weight=1.0, listwise_weight=args.listwise, cross_pooling=args.cross_pooling)
     lora_settings = LoraSettings(enabled=True, r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05, layers=layers)
     tok = AutoTokenizer.from_pretrained(base_cfg.encoder_dir())
 
@@ -393,6 +395,28 @@ def homedepot(args) -> None:
     # ---- bi-encoders (zero-shot, LoRA) and the fusion
     zs = Ranker(None, tok, base_cfg, build_bi_encoder(RankerConfig(lora=LoraSettings(enabled=False))).eval())
 
+    def fuse(variant, queries, bl, dl, qvecs, vecs) -> list[list[int]]:
+        """Top-100 fused candidates per query: weighted RRF of the two lists, or a weighted sum of the
+        per-query normalised BM25 score and the cosine over the union of both lists."""
+        kind, d, w = variant
+        if kind == "rrf":
+            return [weighted_rrf([x[:d], y[:d]], [1.0, w])[:100] for x, y in zip(bl, dl)]
+        out = []
+        for q, x, y, qv in zip(queries, bl, dl, qvecs):
+            cand = np.array(sorted(set(x[:d]) | set(y[:d])), dtype=np.int64)
+            if not len(cand):
+                out.append([])
+                continue
+            toks = bm25_tokenize([q])[0]
+            sb = bm25.get_scores(toks)[cand] if toks else np.zeros(len(cand))
+            sc = vecs[cand] @ qv
+            if kind == "max":
+                sb = sb / max(float(sb.max()), 1e-9)
+            else:
+                sb, sc = (sb - sb.mean()) / (sb.std() + 1e-9), (sc - sc.mean()) / (sc.std() + 1e-9)
+            out.append([int(c) for c in cand[np.argsort(-(w * sb + (1 - w) * sc), kind="stable")][:100]])
+        return out
+
     def cosine_pairs(ranker, a, b):
         ua, ub = sorted(set(a)), sorted(set(b))
         qv, tv = dict(zip(ua, ranker.encode(ua))), dict(zip(ub, ranker.encode(ub)))
@@ -439,21 +463,23 @@ def homedepot(args) -> None:
         dense_test, dense_valid = index_bi.dense_topk(rq, depth), index_bi.dense_topk(vq, depth)
         res["retrieve"]["lora-bi"] = retrieve_metrics(dense_test, rj)
         res["valid"]["retrieve"]["lora-bi"] = retrieve_metrics(dense_valid, vj)
-        # fusion variants, chosen on the validation queries (by Recall@100, then NDCG@10)
+        # fusion variants, chosen on the validation queries (by Recall@100 + NDCG@10)
         variants = {}
         for d in args.fuse_depths:
             for w in args.bi_weights:
-                name = f"rrf k={RRF_K} top-{d} each, weight bm25 1 / bi {w}"
-                variants[name] = (d, w)
-                res["valid"]["retrieve"][f"fusion[{name}]"] = retrieve_metrics(
-                    [weighted_rrf([x[:d], y[:d]], [1.0, w])[:100] for x, y in zip(bm25_valid, dense_valid)], vj)
-        best = max(variants, key=lambda n: (round(res["valid"]["retrieve"][f"fusion[{n}]"]["recall@100"], 3),
-                                            res["valid"]["retrieve"][f"fusion[{n}]"]["ndcg@10"]))
+                variants[f"rrf k={RRF_K} top-{d} each, weight bm25 1 / bi {w}"] = ("rrf", d, w)
+        for norm, alphas in (("max", args.alphas_max), ("z", args.alphas_z)):
+            for a in alphas:
+                variants[f"score fusion over the union of top-{depth} each: {a} * bm25 ({norm}-normalised per query) + "
+                         f"{1 - a:g} * {'cosine' if norm == 'max' else 'z-scored cosine'}"] = (norm, depth, a)
+        for name, var in variants.items():
+            res["valid"]["retrieve"][f"fusion[{name}]"] = retrieve_metrics(
+                fuse(var, vq, bm25_valid, dense_valid, bi_ranker.encode(vq), vecs), vj)
+        best = max(variants, key=lambda n: res["valid"]["retrieve"][f"fusion[{n}]"]["recall@100"]
+                   + res["valid"]["retrieve"][f"fusion[{n}]"]["ndcg@10"])
         args.fusion = variants[best]
-        res["retrieve"]["fusion"] = {**retrieve_metrics([weighted_rrf([x[:args.fusion[0]], y[:args.fusion[0]]],
-                                                                      [1.0, args.fusion[1]])[:100]
-                                                         for x, y in zip(bm25_lists, dense_test)], rj),
-                                     "note": f"{best} (chosen on the validation queries)"}
+        fused_test = fuse(args.fusion, rq, bm25_lists, dense_test, bi_ranker.encode(rq), vecs)
+        res["retrieve"]["fusion"] = {**retrieve_metrics(fused_test, rj), "note": f"{best} (chosen on the validation queries)"}
         log.info("retrieve lora-bi %s fusion %s", res["retrieve"]["lora-bi"], res["retrieve"]["fusion"])
         save()
 
@@ -467,7 +493,8 @@ def homedepot(args) -> None:
                                                     "targets": cfg_lora.lora.target_modules, "lr": args.lr_lora,
                                                     "epochs": args.epochs, "listwise_weight": args.listwise,
                                                     "fgm_epsilon": args.fgm, "max_len": args.max_len,
-                                                    "groups_per_batch": args.groups_per_batch}}
+                                                    "groups_per_batch": args.groups_per_batch,
+                                                    "cross_pooling": args.cross_pooling}}
         merged = Ranker(cross, tok, cfg_lora)
         s, secs = timed_scores(merged, a_test, b_test)
         record_rerank("lora-cross", s, merged.score(a_val, b_val, head="aux"), {"score_seconds": secs})
@@ -489,10 +516,9 @@ def homedepot(args) -> None:
 
         if "search-path" in args.stages and dense_test is not None:
             D = args.rerank_depth
-            fd, fw = args.fusion
 
             def search_path(rankers, qs, bl, dl, judged):
-                fused = [weighted_rrf([x[:fd], y[:fd]], [1.0, fw])[:100] for x, y in zip(bl, dl)]
+                fused = fuse(args.fusion, qs, bl, dl, bi_ranker.encode(qs), index_bi.vectors)
                 out = {}
                 for name, r in rankers.items():
                     t = time.perf_counter()
@@ -508,8 +534,8 @@ def homedepot(args) -> None:
                             index_bi.dense_topk(vsq, depth), vsj)
             res["valid"]["retrieve"]["search-path"] = v["search-path"]
             res["valid"]["retrieve"]["fusion(sample)"] = retrieve_metrics(
-                [weighted_rrf([x[:fd], y[:fd]], [1.0, fw])[:100] for x, y in
-                 zip(index.bm25_topk(vsq, depth), index_bi.dense_topk(vsq, depth))], vsj)
+                fuse(args.fusion, vsq, index.bm25_topk(vsq, depth), index_bi.dense_topk(vsq, depth),
+                     bi_ranker.encode(vsq), index_bi.vectors), vsj)
             save()
             for name, m in search_path({"search-path": merged, "search-path-int8": int8}, rq, bm25_lists, dense_test, rj).items():
                 res["retrieve"][name] = {**m, "note": f"fusion top-{D} re-ranked by the {'int8 ' if 'int8' in name else ''}"
@@ -610,7 +636,8 @@ def main() -> None:
     h.add_argument("--bi-max-len", type=int, default=32)
     h.add_argument("--lora-r", type=int, default=8)
     h.add_argument("--lora-layers", default="3,4,5", help="encoder layers with adapters (empty: all)")
-    h.add_argument("--lr-lora", type=float, default=7e-4)
+    h.add_argument("--lr-lora", type=float, default=2e-3)
+    h.add_argument("--cross-pooling", default="segments", help="RankerConfig.cross_pooling of the cross-encoders")
     h.add_argument("--lr-full", type=float, default=5e-5)
     h.add_argument("--lr-bi", type=float, default=5e-4)
     h.add_argument("--bi-batch", type=int, default=64)
@@ -620,6 +647,8 @@ def main() -> None:
     h.add_argument("--rerank-depth", type=int, default=20)
     h.add_argument("--fuse-depths", default="100,200", help="candidates per retriever tried for the fusion")
     h.add_argument("--bi-weights", default="1,1.5", help="RRF weights of the bi-encoder tried (BM25 weight 1)")
+    h.add_argument("--alphas-max", default="0.2,0.3,0.4", help="BM25 weights tried in score fusion (max-normalised)")
+    h.add_argument("--alphas-z", default="0.4,0.5,0.6", help="BM25 weights tried in score fusion (z-scored)")
     h.add_argument("--valid-queries", type=int, default=400, help="validation queries scored by the cross-encoders")
     h.add_argument("--progress", action="store_true")
     h.add_argument("--stack", default="", help="comma-separated models whose calibrated scores a linear model combines (re-rank)")
@@ -628,7 +657,9 @@ def main() -> None:
     a.stages = set(a.stages.split(","))
     a.fuse_depths = [int(x) for x in a.fuse_depths.split(",")]
     a.bi_weights = [float(x) for x in a.bi_weights.split(",")]
-    a.fusion = (100, 1.0)
+    a.fusion = ("rrf", 100, 1.0)
+    a.alphas_max = [float(x) for x in a.alphas_max.split(",") if x]
+    a.alphas_z = [float(x) for x in a.alphas_z.split(",") if x]
     a.stack = [x for x in a.stack.split(",") if x]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if a.bench == "homedepot":

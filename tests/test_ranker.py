@@ -87,6 +87,29 @@ def test_lora_on_top_layers_only_skips_backward_below(tiny_base, tokenizer):
     assert all(p.grad is not None for n, p in m.named_parameters() if p.requires_grad and "lora_B" in n)
 
 
+def test_segments_pooling_starts_at_the_cosine_and_round_trips(tiny_base, tokenizer, tmp_path):
+    """``cross_pooling="segments"``: the untrained relevance is the cosine of the two texts' mean states; save/load keeps it."""
+    cfg = RankerConfig(base_model=tiny_base, aux_task="relevance", cross_pooling="segments",
+                       lora=LoraSettings(r=4, alpha=8, layers=[1]))
+    m = build_cross_encoder(cfg).eval()
+    a, b = ["red drill", "mug"], ["cordless drill", "garden hose with a long name"]
+    enc = tokenizer(a, b, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        states = m.encoder(**enc).last_hidden_state
+    tt, am = enc["token_type_ids"].float(), enc["attention_mask"].float()
+    seg_a = (1 - tt) * am
+    seg_a[:, 0] = 0
+    mean = [torch.nn.functional.normalize((states * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True), dim=-1)
+            for w in (seg_a, tt * am)]
+    cos = (mean[0] * mean[1]).sum(-1)
+    with torch.no_grad():
+        m.aux_head.weight[:, :32].zero_()
+    got = Ranker(m, tokenizer, cfg).score(a, b, head="aux")
+    np.testing.assert_allclose(got, cos.numpy(), atol=1e-5)
+    save_model(m, tmp_path, cfg)
+    np.testing.assert_allclose(load_ranker(tmp_path).score(a, b, head="aux"), got, atol=1e-5)
+
+
 def test_score_keeps_the_given_order_with_length_sorted_batches(tiny_base, tokenizer):
     cfg = RankerConfig(base_model=tiny_base, lora=LoraSettings(enabled=False))
     r = Ranker(build_cross_encoder(cfg).eval(), tokenizer, cfg)

@@ -49,6 +49,10 @@ class RankerConfig:
     """Longest (text_a, text_b) pair in tokens for the cross-encoder; longer pairs are cut, longest text first."""
     bi_max_len: int = 32
     """Longest single text for the bi-encoder."""
+    cross_pooling: str = "cls"
+    """What the cross-encoder's heads read: ``cls`` (the [CLS] state), or ``segments`` ([CLS] state and the
+    element-wise product of the L2-normalised mean token states of text_a and of text_b; the product's head
+    weights start equal, so the untrained score is their cosine, as in the bi-encoder the base was trained as)."""
     aux_task: str = "purchase"
     """Second head: ``purchase`` (BCE on purchased) or ``relevance`` (MSE on a graded label)."""
     click_weight: float = 1.0

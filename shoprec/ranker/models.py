@@ -56,18 +56,38 @@ def encoder_config(encoder: nn.Module):
 
 
 class CrossEncoder(nn.Module):
-    def __init__(self, encoder: nn.Module, dropout: float = 0.1):
+    def __init__(self, encoder: nn.Module, dropout: float = 0.1, pooling: str = "cls"):
         super().__init__()
-        self.encoder = encoder
+        if pooling not in ("cls", "segments"):
+            raise ValueError(f"unknown cross-encoder pooling {pooling!r}")
+        self.encoder, self.pooling = encoder, pooling
         hidden = encoder_config(encoder).hidden_size
         self.dropout = nn.Dropout(dropout)
-        self.click_head = nn.Linear(hidden, 1)
-        self.aux_head = nn.Linear(hidden, 1)
+        width = hidden if pooling == "cls" else 2 * hidden
+        self.click_head = nn.Linear(width, 1)
+        self.aux_head = nn.Linear(width, 1)
+        if pooling == "segments":  # start at the cosine of the two texts' mean states (scaled), [CLS] part small
+            with torch.no_grad():
+                for head in (self.click_head, self.aux_head):
+                    head.weight[:, :hidden].mul_(0.1)
+                    head.weight[:, hidden:].fill_(1.0)
+                    head.bias.zero_()
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(click logit, aux output), each (B,)."""
-        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                         token_type_ids=token_type_ids).last_hidden_state[:, 0]
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+        h = states[:, 0]
+        if self.pooling == "segments":
+            if token_type_ids is None:
+                raise ValueError("segments pooling needs token_type_ids")
+            m = attention_mask.to(states.dtype)
+            seg_b = token_type_ids.to(states.dtype) * m
+            seg_a = (1.0 - token_type_ids.to(states.dtype)) * m
+            seg_a[:, 0] = 0.0  # [CLS] is not part of text_a
+            mean_a = F.normalize((states * seg_a.unsqueeze(-1)).sum(1) / seg_a.sum(1, keepdim=True).clamp(min=1.0), dim=-1)
+            mean_b = F.normalize((states * seg_b.unsqueeze(-1)).sum(1) / seg_b.sum(1, keepdim=True).clamp(min=1.0), dim=-1)
+            h = torch.cat([h, mean_a * mean_b], -1)
         h = self.dropout(h)
         return self.click_head(h).squeeze(-1), self.aux_head(h).squeeze(-1)
 
@@ -88,7 +108,7 @@ def build_cross_encoder(cfg: RankerConfig, encoder: nn.Module | None = None) -> 
     enc = encoder if encoder is not None else load_encoder(cfg.encoder_dir())
     if cfg.lora.enabled:
         enc = add_lora(enc, cfg.lora)
-    return CrossEncoder(enc)
+    return CrossEncoder(enc, pooling=cfg.cross_pooling)
 
 
 def build_bi_encoder(cfg: RankerConfig, encoder: nn.Module | None = None) -> BiEncoder:
@@ -133,7 +153,8 @@ def load_model(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, dict
         raise ValueError(f"{folder}: not a {FORMAT} model folder")
     enc_cfg = {k: v for k, v in meta["encoder"].items() if k not in ("architectures", "transformers_version")}
     encoder = BertModel(BertConfig(**enc_cfg), add_pooling_layer=False)
-    model = CrossEncoder(encoder) if meta["kind"] == "cross" else BiEncoder(encoder)
+    pooling = meta.get("ranker", {}).get("cross_pooling", "cls")
+    model = CrossEncoder(encoder, pooling=pooling) if meta["kind"] == "cross" else BiEncoder(encoder)
     missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors"), device=device),
                                                 strict=False)
     if unexpected or [k for k in missing if "position_ids" not in k]:

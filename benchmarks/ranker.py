@@ -247,8 +247,10 @@ def homedepot(args) -> None:
     res = json.loads(out_path.read_text()) if out_path.exists() and args.keep else {}
     if res:  # entries this run does not recompute keep the command that made them
         prev = res.get("command")
-        for sec in ("rerank", "retrieve", "training", "valid"):
-            for v in res.get(sec, {}).values():
+        sections = [res.get(sec, {}) for sec in ("rerank", "retrieve", "training")]
+        sections += [v for v in res.get("valid", {}).values() if isinstance(v, dict)]
+        for sec in sections:
+            for v in sec.values():
                 if isinstance(v, dict) and "made_by" not in v:
                     v["made_by"] = prev
         res.setdefault("earlier_commands", []).append(prev)

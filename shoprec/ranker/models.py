@@ -201,14 +201,14 @@ class Ranker:
             idx = order[i:i + batch_size]
             enc = tokenize_pairs(self.tokenizer, [text_a[j] for j in idx], [text_b[j] for j in idx], self.cfg.max_len)
             click, aux = self.cross(**{k: v.to(self.device) for k, v in enc.items()})
-            if head == "click":
-                s = torch.sigmoid(click.float())
-            elif self.cfg.aux_task == "purchase":
-                s = torch.sigmoid(aux.float())
-            else:
-                s = aux.float()
-            out[idx] = s.cpu().numpy()
+            out[idx] = self.head_scores(click, aux, head).cpu().numpy()
         return out
+
+    def head_scores(self, click: torch.Tensor, aux: torch.Tensor, head: str) -> torch.Tensor:
+        """The cross-encoder's logits as scores: click or purchase probability, or relevance in [0, 1]."""
+        if head == "click":
+            return torch.sigmoid(click.float())
+        return torch.sigmoid(aux.float()) if self.cfg.aux_task == "purchase" else aux.float()
 
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:

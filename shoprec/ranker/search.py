@@ -197,13 +197,7 @@ class SearchIndex:
             for part in np.array_split(order, max(1, min(buckets, len(docs)))):
                 batch = r.tokenizer.pad({k: [enc[k][j] for j in part] for k in enc.keys()}, return_tensors="pt")
                 click, aux = r.cross(**{k: v.to(getattr(r, "device", "cpu")) for k, v in batch.items()})
-                if head == "click":
-                    s = torch.sigmoid(click.float())
-                elif r.cfg.aux_task == "purchase":
-                    s = torch.sigmoid(aux.float())
-                else:
-                    s = aux.float()
-                out[part] = s.cpu().numpy()
+                out[part] = r.head_scores(click, aux, head).cpu().numpy()
         return out
 
     def rerank(self, query: str, cand: list[int], rerank_depth: int) -> tuple[list[int], list[float | None]]:

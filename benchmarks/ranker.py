@@ -58,7 +58,7 @@ from shoprec.ranker.models import (  # noqa: E402
     tokenize_pairs,
 )
 from shoprec.ranker.search import RRF_K, SearchIndex, bm25_tokenize, rrf  # noqa: E402
-from shoprec.ranker.train import Pair, fit_bi_encoder, fit_cross_encoder  # noqa: E402
+from shoprec.ranker.train import Pair, fit_bi_encoder, fit_cross_encoder, subsample  # noqa: E402
 
 log = logging.getLogger("bench.ranker")
 HD = Path("/work/shared/data/homedepot-search-relevance/train.csv.zip")
@@ -82,17 +82,6 @@ def load_homedepot(path: Path = HD):
 def groups_of(df: pd.DataFrame) -> list[list[Pair]]:
     return [[Pair(q, t, float("nan"), (r - 1.0) / 2.0) for t, r in zip(g["product_title"], g["relevance"])]
             for q, g in df.groupby("search_term", sort=True)]
-
-
-def subsample_groups(groups, max_pairs, seed=0):
-    order = np.random.default_rng(seed).permutation(len(groups))
-    out, n = [], 0
-    for i in order:
-        if n >= max_pairs:
-            break
-        out.append(groups[i])
-        n += len(groups[i])
-    return out
 
 
 # ------------------------------------------------------------------ metrics
@@ -353,7 +342,7 @@ def homedepot(args) -> None:
     tok = AutoTokenizer.from_pretrained(base_cfg.encoder_dir())
 
     # cross-encoder training data: judged pairs of sampled training queries + BM25 hard negatives
-    train_groups_j = subsample_groups(groups_of(train_df), args.train_pairs, seed=0)
+    train_groups_j = subsample(groups_of(train_df), args.train_pairs, seed=0)
     train_queries = sorted({g[0].a for g in train_groups_j})
     negatives: dict[str, list[str]] = {}
     if args.hard_negs:

@@ -47,7 +47,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from shoprec.ranker.config import LoraSettings, RankerConfig  # noqa: E402
+from shoprec.ranker.config import LoraSettings, RankerConfig, SearchSettings  # noqa: E402
 from shoprec.ranker.models import (  # noqa: E402
     Ranker,
     build_bi_encoder,
@@ -57,7 +57,7 @@ from shoprec.ranker.models import (  # noqa: E402
     quantize_int8,
     tokenize_pairs,
 )
-from shoprec.ranker.search import RRF_K, SearchIndex, bm25_tokenize, rrf  # noqa: E402
+from shoprec.ranker.search import RRF_K, SearchIndex, blend, bm25_tokenize, rrf  # noqa: E402
 from shoprec.ranker.train import Pair, fit_bi_encoder, fit_cross_encoder, subsample  # noqa: E402
 
 log = logging.getLogger("bench.ranker")
@@ -506,32 +506,44 @@ def homedepot(args) -> None:
         save()
 
         if "search-path" in args.stages and dense_test is not None:
+            # the served code path: SearchIndex with the fusion chosen above, the first D candidates re-scored by
+            # the cross-encoder and blended with the fused score (weight chosen on the validation queries)
             D = args.rerank_depth
+            kind, per, w_bm25 = args.fusion
+            search_settings = SearchSettings(fusion="rrf" if kind == "rrf" else "zscore", per_retriever=per,
+                                             bm25_weight=w_bm25 if kind == "z" else 0.5)
 
-            def search_path(rankers, qs, bl, dl, judged):
-                fused = fuse(args.fusion, qs, bl, dl, bi_ranker.encode(qs), index_bi.vectors)
-                out = {}
-                for name, r in rankers.items():
-                    t = time.perf_counter()
-                    final = []
-                    for q, cand in zip(qs, fused):
-                        head = cand[:D]
-                        sc = r.score([q] * len(head), [titles[d] for d in head], head="aux", batch_size=64)
-                        final.append([head[j] for j in np.argsort(-sc, kind="stable")] + cand[D:])
-                    out[name] = {**retrieve_metrics(final, judged), "rerank_seconds": time.perf_counter() - t}
-                return out
+            def path_scores(ranker, qs):
+                idx = SearchIndex([str(u) for u in uids], titles, bm25, vecs, ranker, encoder=bi_ranker,
+                                  settings=search_settings)
+                t = time.perf_counter()
+                fused = idx.fused(qs, depth=100)
+                cross = [idx.score_pairs(q, cand[:D]) for q, (cand, _) in zip(qs, fused)]
+                return fused, cross, time.perf_counter() - t
 
-            v = search_path({"search-path": merged}, vsq, index.bm25_topk(vsq, depth),
-                            index_bi.dense_topk(vsq, depth), vsj)
-            res["valid"]["retrieve"]["search-path"] = v["search-path"]
-            res["valid"]["retrieve"]["fusion(sample)"] = retrieve_metrics(
-                fuse(args.fusion, vsq, index.bm25_topk(vsq, depth), index_bi.dense_topk(vsq, depth),
-                     bi_ranker.encode(vsq), index_bi.vectors), vsj)
+            def reranked(fused, cross, w):
+                return [[cand[j] for j in np.argsort(-blend(c, f[:D], w), kind="stable")] + cand[D:]
+                        for (cand, f), c in zip(fused, cross)]
+
+            weights = [float(x) for x in args.rerank_weights.split(",")]
+            vf, vc, _ = path_scores(merged, vq)
+            for w in weights:
+                res["valid"]["retrieve"][f"search-path[rerank_weight {w:g}]"] = retrieve_metrics(reranked(vf, vc, w), vj)
+            best_w = max(weights, key=lambda w: res["valid"]["retrieve"][f"search-path[rerank_weight {w:g}]"]["ndcg@10"])
+            search_settings.rerank_weight = best_w
             save()
-            for name, m in search_path({"search-path": merged, "search-path-int8": int8}, rq, bm25_lists, dense_test, rj).items():
-                res["retrieve"][name] = {**m, "note": f"fusion top-{D} re-ranked by the {'int8 ' if 'int8' in name else ''}"
-                                                      "lora-cross relevance head, rest in fused order"}
-                log.info("retrieve %s %s", name, m)
+            for name, r in (("search-path", merged), ("search-path-int8", int8)):
+                tf, tc, secs = path_scores(r, rq)
+                note = (f"SearchIndex ({search_settings.fusion} fusion) top-{D} re-ranked by the "
+                        f"{'int8 ' if 'int8' in name else ''}lora-cross relevance head")
+                res["retrieve"][name] = {**retrieve_metrics(reranked(tf, tc, best_w), rj), "rerank_weight": best_w,
+                                         "seconds": secs, "note": note + (
+                                             f", blended {best_w:g} * z(cross) + {1 - best_w:g} * z(fused) "
+                                             "(weight chosen on the validation queries)" if best_w < 1 else "")}
+                res["retrieve"][name + "[cross alone]"] = {**retrieve_metrics(reranked(tf, tc, 1.0), rj),
+                                                           "note": note + ", cross-encoder order alone"}
+                log.info("retrieve %s %s", name, res["retrieve"][name])
+            res["search_settings"] = search_settings.__dict__
             save()
         if args.save_dir:  # one load_ranker folder: cross-encoder, bi_encoder/, search/ (BM25 + product vectors)
             import shutil
@@ -542,6 +554,10 @@ def homedepot(args) -> None:
                 shutil.copytree(save_dir / "lora-bi", rk / "bi_encoder", dirs_exist_ok=True)
                 vecs = np.load(save_dir / "lora-bi-vectors.npy")
                 SearchIndex([str(u) for u in uids], titles, bm25, vecs, None).save(rk / "search")
+            if "search_settings" in res:  # the served search uses what was chosen on validation
+                meta = json.loads((rk / "config.json").read_text())
+                meta["ranker"]["search"] = res["search_settings"]
+                (rk / "config.json").write_text(json.dumps(meta, indent=2))
 
     if "full-cross" in args.stages:
         model, summ = train_or_load("full-cross", cfg_full, lambda: fit_cross_encoder(
@@ -637,9 +653,12 @@ def main() -> None:
     h.add_argument("--fgm", type=float, default=0.0)
     h.add_argument("--rerank-depth", type=int, default=20)
     h.add_argument("--fuse-depths", default="100,200", help="candidates per retriever tried for the fusion")
-    h.add_argument("--bi-weights", default="1,1.5", help="RRF weights of the bi-encoder tried (BM25 weight 1)")
-    h.add_argument("--alphas-max", default="0.2,0.3,0.4", help="BM25 weights tried in score fusion (max-normalised)")
-    h.add_argument("--alphas-z", default="0.4,0.5,0.6", help="BM25 weights tried in score fusion (z-scored)")
+    h.add_argument("--bi-weights", default="1", help="RRF weights of the bi-encoder tried (BM25 weight 1; "
+                   "SearchIndex serves weight 1 only)")
+    h.add_argument("--alphas-max", default="", help="BM25 weights tried in score fusion (max-normalised; not served)")
+    h.add_argument("--alphas-z", default="0.3,0.4,0.5,0.6,0.7", help="BM25 weights tried in score fusion (z-scored)")
+    h.add_argument("--rerank-weights", default="0,0.25,0.5,0.75,1",
+                   help="cross-encoder weights tried in the search path's re-rank blend (1: cross-encoder alone)")
     h.add_argument("--valid-queries", type=int, default=400, help="validation queries scored by the cross-encoders")
     h.add_argument("--progress", action="store_true")
     h.add_argument("--stack", default="", help="comma-separated models whose calibrated scores a linear model combines (re-rank)")

@@ -10,9 +10,10 @@ Endpoints (schema at ``/openapi.json``, docs at ``/docs``):
 - ``POST /v1/score`` ``{"user_id" | "history", "item_ids": [...]}`` -> the model's score of each given item
 - ``POST /v1/search`` ``{"query": "red drill", "k": 10, "rerank_depth": 20}`` -> products. Without a ranker:
   BM25 over the served items' titles. With ``--ranker``: BM25 top 100 and bi-encoder top 100 (query
-  embedded by the ranker's bi-encoder, dot product with the product vectors) fused by reciprocal rank,
-  the first ``rerank_depth`` (default 20, 0..50) re-ranked by the cross-encoder (int8 unless
-  ``--no-int8``). The products are the served items (vectors computed at load), or those of a saved
+  embedded by the ranker's bi-encoder, dot product with the product vectors) fused as the ranker's
+  ``search`` settings say (standardised-score sum or reciprocal rank), the first ``rerank_depth`` (default
+  20, 0..50) re-ranked by the cross-encoder (int8 unless ``--no-int8``), optionally blended with the fused
+  score. The products are the served items (vectors computed at load), or those of a saved
   :class:`~shoprec.ranker.search.SearchIndex` given with ``--search-index``. The answer names the
   retrievers and the depth used; each item says whether the cross-encoder scored it.
 - ``POST /admin/reload`` -> look the alias up now and swap in the version it points at
@@ -128,7 +129,7 @@ class ScoreResponse(BaseModel):
 class SearchItem(BaseModel):
     item_id: str
     title: str
-    score: float = Field(description="Cross-encoder score if reranked, else the retrieval score (RRF or BM25).")
+    score: float = Field(description="Cross-encoder score if reranked, else the fused retrieval score.")
     reranked: bool = Field(False, description="Scored by the cross-encoder (among the first rerank_depth).")
 
 
@@ -482,7 +483,7 @@ def index_search(index, query: str, k: int, rerank_depth: int, metrics: Metrics 
     cand, fused = index.fused([query], depth=max(k, depth))[0]
     t1 = time.perf_counter()
     depth = min(depth, len(cand))
-    docs, scores = index.rerank(query, cand, depth)
+    docs, scores = index.rerank(query, cand, depth, fused)
     if metrics is not None:
         metrics.search_stage.labels("candidates").observe(t1 - t0)
         if depth:

@@ -168,3 +168,57 @@ def test_saved_search_index_with_its_own_products(tiny_model, tiny_ranker, tmp_p
         assert np.all(np.diff(s) <= 0)
     finally:
         svc.stop()
+
+
+# ------------------------------------------------------------------ fusion and re-rank blend (in process)
+def _index_with(expected, **settings):
+    from dataclasses import replace
+
+    from shoprec.ranker.search import SearchIndex
+
+    return SearchIndex(expected.item_ids, expected.titles, expected.bm25, expected.vectors, expected.ranker,
+                       settings=replace(expected.settings, **settings))
+
+
+def test_zscore_fusion_weights_move_between_the_two_retrievers(expected, items):
+    query = items[1][3].split()[-1]
+    fp32 = _index_with(expected)  # float32 product vectors, as the fusion scores them
+    lex, dense = fp32.bm25_topk([query], 100)[0], fp32.dense_topk([query], 100)[0]
+    union = list(dict.fromkeys(lex + dense))
+    only_bm25, _ = _index_with(expected, fusion="zscore", bm25_weight=1.0).fused([query], depth=len(lex))[0]
+    assert only_bm25 == lex  # BM25's own order: its hits before the products it scores 0
+    only_dense, _ = _index_with(expected, fusion="zscore", bm25_weight=0.0).fused([query], depth=len(union))[0]
+    assert only_dense[:len(dense)] == dense
+    half, scores = _index_with(expected, fusion="zscore", bm25_weight=0.5).fused([query], depth=len(union))[0]
+    assert sorted(half) == sorted(union) and half not in (only_bm25 + only_dense[len(lex):], only_dense)
+    assert scores == sorted(scores, reverse=True) and abs(sum(scores)) < 1e-6  # two standardised scores: mean 0
+    rrf_docs, _ = _index_with(expected, fusion="rrf").fused([query], depth=10)[0]
+    from shoprec.ranker.search import rrf
+    assert rrf_docs == rrf([lex, dense])[:10]
+
+
+def test_rerank_weight_blends_cross_encoder_and_fused_scores(expected, items):
+    from shoprec.ranker.search import standardised
+
+    query = " ".join(items[1][5].split()[:2])
+    cand, fused = expected.fused([query], depth=20)[0]
+    cross = expected.score_pairs(query, cand)
+    docs, _ = _index_with(expected, rerank_weight=1.0).rerank(query, cand, 20, fused)
+    assert docs == [cand[j] for j in np.argsort(-cross, kind="stable")]
+    docs, scores = _index_with(expected, rerank_weight=0.0).rerank(query, cand, 20, fused)
+    assert docs == cand and scores == pytest.approx(cross.tolist(), abs=1e-6)  # order kept, cross scores reported
+    key = 0.5 * standardised(cross) + 0.5 * standardised(fused)
+    docs, _ = _index_with(expected, rerank_weight=0.5).rerank(query, cand, 20, fused)
+    assert docs == [cand[j] for j in np.argsort(-key, kind="stable")]
+    assert docs not in ([cand[j] for j in np.argsort(-cross, kind="stable")], cand)
+
+
+def test_search_settings_travel_in_the_ranker_config():
+    from shoprec.ranker.config import RankerConfig, SearchSettings
+    from shoprec.ranker.search import SearchIndex
+
+    cfg = RankerConfig.from_dict({"search": {"fusion": "rrf", "rerank_weight": 0.25}})
+    assert cfg.search == SearchSettings(fusion="rrf", rerank_weight=0.25)
+    assert RankerConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown search fusion 'sum'"):
+        SearchIndex([], [], type("B", (), {"vocab_dict": {}})(), None, settings=SearchSettings(fusion="sum"))

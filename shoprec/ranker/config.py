@@ -42,6 +42,22 @@ class LoraSettings:
 
 
 @dataclass
+class SearchSettings:
+    """How ``/v1/search`` merges its two candidate lists and re-ranks them (:class:`~shoprec.ranker.search.SearchIndex`)."""
+
+    fusion: str = "zscore"
+    """``zscore``: over the union of both top lists, ``bm25_weight * z(BM25 score) + (1 - bm25_weight) * z(cosine)``
+    with each score standardised over the query's candidates; ``rrf``: reciprocal rank fusion (k=60) of the two lists."""
+    bm25_weight: float = 0.5
+    """Weight of the standardised BM25 score in ``zscore`` fusion."""
+    per_retriever: int = 100
+    """Candidates taken from each retriever (BM25 and bi-encoder) before fusion."""
+    rerank_weight: float = 1.0
+    """Order of the re-ranked head: ``w * z(cross-encoder score) + (1 - w) * z(fused score)`` over the head;
+    1 = the cross-encoder alone, 0 = the fused order. Chosen on validation queries by ``benchmarks/ranker.py``."""
+
+
+@dataclass
 class RankerConfig:
     base_model: str = ""
     """Folder of the pretrained encoder (empty: the installed all-MiniLM-L6-v2)."""
@@ -62,6 +78,7 @@ class RankerConfig:
     listwise_weight: float = 0.0
     """Weight of a listwise softmax loss over the candidates of one query (needs ``group`` ids in the data)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
     fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=1, batch_size=32, lr=3e-4, metric="auc",
                                                             mode="max", patience=1))
     train_bi_encoder: bool = True
@@ -97,6 +114,8 @@ class RankerConfig:
             raise ValueError(f"unknown RankerConfig field(s): {sorted(unknown)}")
         if "lora" in d:
             d["lora"] = LoraSettings(**d["lora"]) if isinstance(d["lora"], dict) else d["lora"]
+        if "search" in d:
+            d["search"] = SearchSettings(**d["search"]) if isinstance(d["search"], dict) else d["search"]
         for k in ("fit", "bi_fit"):
             if k in d and isinstance(d[k], dict):
                 d[k] = FitConfig.from_dict({**asdict(getattr(cls(), k)), **d[k]})

@@ -5,10 +5,11 @@ Run it under torchrun (2 gloo workers on a CPU; one worker per GPU with NCCL on 
     torchrun --standalone --nproc_per_node=2 --max-restarts=3 -m shoprec.train \\
         --features features/ --out model/ --recipe configs/seqrec/builtin.yaml --epochs 20
 
-or from Python with :func:`launch`, which builds exactly that command. Each process trains on its
-shard of the shoppers (DistributedSampler), gradients are averaged by DDP, validation is split
-across the processes and summed. Only rank 0 logs, shows progress and writes files. A checkpoint is
-written atomically after every epoch; a restarted run (``--max-restarts``) resumes from it.
+or from Python with :func:`launch`, which builds exactly that command. The loop is shoprec's one
+trainer, :func:`shoprec.trainer.fit` (the ranker uses it too): each process trains on its shard of the
+shoppers (DistributedSampler), batched by length here; gradients are averaged by DDP; validation is
+split across the processes and summed. Only rank 0 logs, shows progress and writes files. A checkpoint
+is written atomically after every epoch; a restarted run (``--max-restarts``) resumes from it.
 """
 
 from __future__ import annotations
@@ -20,21 +21,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import Dataset
-from torch.utils.data.distributed import DistributedSampler
-from tqdm.auto import tqdm
 
 from shoprec import metrics
 from shoprec.features import load_items, load_sequences
 from shoprec.models.seqrec import PAD, SeqRec, SeqRecConfig, left_pad, save_model, trim
-from shoprec.trainer import init_process_group
+from shoprec.trainer import FitConfig, all_reduce_sums, cleanup_distributed, fit, setup_distributed
 
 log = logging.getLogger("shoprec.train")
 
@@ -154,173 +150,88 @@ def evaluate_split(model: SeqRec, seqs: list[list[int]], split: str, batch_size:
 
 
 def _all_reduce_sums(sums: dict[str, float], device) -> dict[str, float]:
-    if not dist.is_initialized():
-        return sums
-    keys = sorted(metrics.metric_sums(torch.zeros(0)).keys())
-    t = torch.tensor([sums.get(k, 0.0) for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return dict(zip(keys, t.tolist()))
-
-
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """Metric sums over all processes (every key present, even on a process with no users)."""
+    zero = metrics.metric_sums(torch.zeros(0))
+    return all_reduce_sums({k: sums.get(k, 0.0) for k in sorted(zero)}, device)
 
 
 def train(features: str | Path, out: str | Path, config: TrainConfig | None = None, resume: bool = True,
           progress: bool = True) -> dict:
-    """Train on ``features`` and write the best model to ``out``; returns the run summary (rank 0)."""
+    """Train on ``features`` with :func:`shoprec.trainer.fit` and write the best model to ``out``; returns the
+    run summary (rank 0; None on the other ranks)."""
     cfg = config or TrainConfig()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    else:
+    world, rank, device = setup_distributed()
+    if device.type == "cpu":
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    if world > 1:
-        init_process_group(world, rank, use_cuda)
     is_main = rank == 0
     out = Path(out)
     ckpt_dir = out / "checkpoints"
-    if is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     users, seqs = load_sequences(features)
     items = load_items(features)
     cfg.model.n_items = len(items)
     torch.manual_seed(cfg.seed)
     model = SeqRec(cfg.model).to(device)
-    ddp = DDP(model, device_ids=[local_rank] if use_cuda else None) if world > 1 else model
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay))
-           if cfg.ema_decay else None)
-    scored = ema.module if ema is not None else model  # the weights that are validated and exported
     data = TrainSequences(seqs, cfg.model.max_len)
-    sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
     lengths = [len(s) for s in data.seqs]
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    neg_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 1)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and cfg.amp)
-
-    state = {"epoch": -1, "best_ndcg": -1.0, "best_epoch": -1, "stale": 0, "history": [], "train_seconds": 0.0,
-             "sequences_seen": 0, "elapsed_seconds": 0.0}
-    last = ckpt_dir / "last.pt"
-    if resume and last.exists():
-        ckpt = torch.load(last, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optim"])
-        if ema is not None:
-            ema.load_state_dict(ckpt["ema"])
-        state = ckpt["state"]
-        if is_main:
-            log.info("resumed from %s after epoch %d (best valid ndcg@10 %.4f)", last, state["epoch"],
-                     state["best_ndcg"])
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)  # masking (BERT4Rec) and batching
+    neg_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 1)  # sampled negatives
     if is_main:
         log.info("training %s/%s on %d shoppers, %d items, world size %d, device %s",
                  cfg.model.objective, cfg.model.loss, len(data), len(items), world, device)
 
-    for epoch in range(state["epoch"] + 1, cfg.epochs):
-        if state["stale"] >= cfg.patience:
-            break
-        if cfg.max_train_minutes and state["train_seconds"] > 60 * cfg.max_train_minutes:
-            if is_main:
-                log.info("stopping: training time budget of %.1f min used", cfg.max_train_minutes)
-            break
-        sampler.set_epoch(epoch)
+    def epoch_batches(indices: list[int], epoch: int) -> list[list[int]]:
         # Every random stream is a function of (seed, rank, epoch), so a run resumed from a checkpoint
         # replays the remaining epochs exactly as an uninterrupted run would.
         epoch_seed = cfg.seed * 1000003 + 7919 * epoch + 31 * rank
         gen.manual_seed(epoch_seed)
         neg_gen.manual_seed(epoch_seed + 1)
         torch.manual_seed(epoch_seed + 2)  # dropout
-        ddp.train()
-        t0, c0, total, steps, seen = time.perf_counter(), time.process_time(), 0.0, 0, 0
-        mine = list(sampler)
         if cfg.group_by_length:
-            index_batches = length_grouped_batches(mine, lengths, cfg.batch_size, gen)
-        else:
-            index_batches = [mine[b:b + cfg.batch_size] for b in range(0, len(mine), cfg.batch_size)]
-        bar = tqdm(index_batches, desc=f"epoch {epoch}", unit="batch", disable=not (is_main and progress), leave=False)
-        for batch_idx in bar:
-            batch = [data.seqs[i] for i in batch_idx]
-            inputs, targets = trim(*make_batch(batch, cfg.model, gen))
-            inputs, targets = inputs.to(device), targets.to(device)
-            with autocast:
-                hidden = ddp(inputs)
-                loss = model.loss(hidden.float(), targets, generator=neg_gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            total += loss.item()
-            steps += 1
-            seen += len(batch)
-            bar.set_postfix(loss=f"{total / steps:.4f}")
-        seconds = time.perf_counter() - t0
-        state["train_seconds"] += seconds
-        cpu = time.process_time() - c0
-        state["train_cpu_seconds"] = state.get("train_cpu_seconds", 0.0) + cpu
-        t_eval = time.perf_counter()
-        state["sequences_seen"] += seen * world
-        sums = _all_reduce_sums(evaluate_split(scored, seqs, "valid", cfg.eval_batch_size, device, rank, world), device)
-        valid = metrics.finish(sums)
-        state["elapsed_seconds"] = state.get("elapsed_seconds", 0.0) + seconds + time.perf_counter() - t_eval
-        row = {"epoch": epoch, "loss": total / max(steps, 1), "valid_ndcg@10": valid["ndcg@10"],
-               "valid_hr@10": valid["hr@10"], "epoch_seconds": seconds, "sequences_per_s": seen * world / seconds,
-               "epoch_cpu_seconds": cpu,
-               "train_seconds_total": state["train_seconds"], "elapsed_seconds_total": state["elapsed_seconds"],
-               "train_cpu_seconds_total": state["train_cpu_seconds"]}
-        state["history"].append(row)
-        improved = valid["ndcg@10"] > state["best_ndcg"]
-        if improved:
-            state.update(best_ndcg=valid["ndcg@10"], best_epoch=epoch, stale=0)
-        else:
-            state["stale"] += 1
-        state["epoch"] = epoch
-        if is_main:
-            log.info("epoch %d loss %.4f valid ndcg@10 %.4f hr@10 %.4f (%.1f s, %.0f seq/s)%s", epoch, row["loss"],
-                     valid["ndcg@10"], valid["hr@10"], seconds, row["sequences_per_s"], " *" if improved else "")
-            if improved:
-                save_model(scored, ckpt_dir / "best")
-            _save_atomic({"model": model.state_dict(), "optim": opt.state_dict(), "state": state,
-                          **({"ema": ema.state_dict()} if ema is not None else {})}, last)
-        if world > 1:
-            dist.barrier()
+            return length_grouped_batches(indices, lengths, cfg.batch_size, gen)
+        return [indices[b:b + cfg.batch_size] for b in range(0, len(indices), cfg.batch_size)]
 
-    summary = None
-    if world > 1:
-        dist.barrier()
-    best_dir = ckpt_dir / "best"
+    def loss_fn(module, batch):
+        inputs, targets = batch
+        return model.loss(module(inputs).float(), targets, generator=neg_gen)
+
+    def evaluate_valid(m: SeqRec) -> dict[str, float]:
+        return metrics.finish(_all_reduce_sums(evaluate_split(m, seqs, "valid", cfg.eval_batch_size, device, rank,
+                                                              world), device))
+
+    fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                        warmup_ratio=0.0, lr_schedule="constant", max_grad_norm=0.0, patience=cfg.patience,
+                        metric="ndcg@10", mode="max", seed=cfg.seed, amp=cfg.amp,
+                        max_train_minutes=cfg.max_train_minutes, progress=progress, ema_decay=cfg.ema_decay)
+    run = fit(model, data, lambda batch: trim(*make_batch(batch, cfg.model, gen)), loss_fn, evaluate_valid, out,
+              fit_cfg, resume=resume, save_best=lambda m, folder: save_model(m, folder), restore_best=False,
+              epoch_batches=epoch_batches)
+
     from shoprec.models.seqrec import load_model
 
-    best = load_model(best_dir, device=str(device))
+    best = load_model(ckpt_dir / "best", device=str(device))
     sums = _all_reduce_sums(evaluate_split(best, seqs, "test", cfg.eval_batch_size, device, rank, world), device)
     valid_best = metrics.finish(_all_reduce_sums(
         evaluate_split(best, seqs, "valid", cfg.eval_batch_size, device, rank, world), device))
+    summary = None
     if is_main:
         test = metrics.finish(sums)
+        history = [{**row, "sequences_per_s": row["examples_per_s"]} for row in run["history"]]
         summary = {
             "objective": cfg.model.objective, "loss": cfg.model.loss, "world_size": world,
-            "best_epoch": state["best_epoch"], "epochs_run": state["epoch"] + 1,
-            "train_seconds": state["train_seconds"], "elapsed_seconds": state.get("elapsed_seconds", 0.0),
-            "train_cpu_seconds": state.get("train_cpu_seconds", 0.0),
-            "sequences_per_s": state["sequences_seen"] / max(state["train_seconds"], 1e-9),
-            "valid": valid_best, "test": test, "history": state["history"], "config": asdict(cfg),
+            "best_epoch": run["best_epoch"], "epochs_run": run["epochs_run"],
+            "train_seconds": run["train_seconds"], "elapsed_seconds": run["elapsed_seconds"],
+            "train_cpu_seconds": run["train_cpu_seconds"],
+            "sequences_per_s": run["examples_seen"] / max(run["train_seconds"], 1e-9),
+            "valid": valid_best, "test": test, "history": history, "config": asdict(cfg),
         }
         save_model(best, out, extra={"train": {k: v for k, v in asdict(cfg).items() if k != "model"}})
         shutil.copy(Path(features) / "items.parquet", out / "items.parquet")
         shutil.copy(Path(features) / "sequences.parquet", out / "histories.parquet")
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-        log.info("best epoch %d: valid ndcg@10 %.4f, test ndcg@10 %.4f hr@10 %.4f", state["best_epoch"],
+        log.info("best epoch %d: valid ndcg@10 %.4f, test ndcg@10 %.4f hr@10 %.4f", run["best_epoch"],
                  valid_best["ndcg@10"], test["ndcg@10"], test["hr@10"])
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    cleanup_distributed()
     return summary
 
 

@@ -5,7 +5,11 @@ one process or under ``torchrun`` (gloo on CPU, NCCL with one process per GPU):
 
 - the process group is initialised from the torchrun environment (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``);
 - each process reads its shard of ``train_dataset`` (DistributedSampler); DDP averages gradients;
-- AdamW with weight decay (not on biases and LayerNorm weights), linear warmup then linear decay to 0;
+- AdamW with weight decay (not on biases and LayerNorm weights), linear warmup then linear decay to 0
+  (or a constant learning rate);
+- optional batching of each epoch's shard by the caller (``epoch_batches``: e.g. similar lengths together),
+  with the caller's random streams reseeded per epoch so a resumed run replays the same batches;
+- optional EMA of the weights (``ema_decay``): the average is what is validated, saved as best and resumed;
 - gradient accumulation (DDP gradient sync only on the last micro-batch of an optimizer step);
 - optional FGM adversarial training (Miyato et al. 2017): after the normal backward pass the output
   of the word-embedding layer is pushed by ``epsilon * g / ||g||`` along its gradient ``g`` and the
@@ -65,6 +69,12 @@ class FitConfig:
     """AdamW weight decay, applied to weight matrices only (not biases or LayerNorm weights)."""
     warmup_ratio: float = 0.1
     """Fraction of all optimizer steps spent warming up linearly from 0; then linear decay to 0."""
+    lr_schedule: str = "linear"
+    """``linear``: warmup then linear decay to 0 over all epochs; ``constant``: ``lr`` throughout (after any warmup).
+    Early-stopped runs with many epochs (the sequential recommender) train at a constant rate."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the weights (torch ``AveragedModel``) with this decay per optimizer
+    step; the average is validated, saved as the best model and resumed (0: off)."""
     max_grad_norm: float = 1.0
     """Clip the gradient norm to this (0: no clipping)."""
     patience: int = 2
@@ -98,6 +108,8 @@ class FitConfig:
             raise ValueError(f"mode must be 'min' or 'max', not {self.mode!r}")
         if self.grad_accum < 1 or self.batch_size < 1:
             raise ValueError("batch_size and grad_accum must be >= 1")
+        if self.lr_schedule not in ("linear", "constant"):
+            raise ValueError(f"lr_schedule must be 'linear' or 'constant', not {self.lr_schedule!r}")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> FitConfig:
@@ -182,6 +194,18 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
+def batch_size_of(batch: Any) -> int:
+    """Examples in a collated batch: the first dimension of its first tensor (0 if it has none)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    for x in items:
+        n = batch_size_of(x)
+        if n:
+            return n
+    return 0
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DDP) else model
 
@@ -209,10 +233,12 @@ def load_state_safetensors(model: nn.Module, folder: Path) -> None:
     model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
 
 
-def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int):
+def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, decay: bool = True):
     def factor(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
             return (step + 1) / warmup_steps
+        if not decay:
+            return 1.0
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -273,12 +299,16 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
         evaluate_fn: Callable[[nn.Module], dict] | None, out_dir: str | Path, config: FitConfig | dict | None = None,
         *, resume: bool = True, save_best: Callable[[nn.Module, Path], None] | None = None,
         load_best: Callable[[nn.Module, Path], None] | None = None, restore_best: bool = True,
-        on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
+        on_epoch_end: Callable[[int, dict], None] | None = None,
+        epoch_batches: Callable[[list[int], int], list[list[int]]] | None = None) -> dict:
     """Train ``model`` in place; returns the run summary (the same on every rank).
 
     Writes ``out_dir/checkpoints/last.pt`` (resume state) and ``out_dir/checkpoints/best/`` (via
     ``save_best``, default: ``model.safetensors`` of the state dict). With ``restore_best`` the best
     epoch's weights are loaded back into ``model`` at the end (via ``load_best``).
+    ``epoch_batches(indices, epoch)``: this process's shuffled dataset indices for ``epoch`` cut into
+    micro-batches by the caller (default: consecutive ``batch_size`` slices); called at the start of
+    every epoch, before any other random draw of that epoch.
     """
     cfg = config if isinstance(config, FitConfig) else FitConfig.from_dict(config)
     save_best = save_best or save_state_safetensors
@@ -297,25 +327,41 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
                  find_unused_parameters=cfg.find_unused_parameters) if world > 1 else model
     sampler = DistributedSampler(train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
                                  drop_last=False)
-    loader = DataLoader(train_dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate)
-    micro_per_epoch = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
-    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
+
+    def make_loader(epoch: int) -> DataLoader:
+        if epoch_batches is None:
+            return DataLoader(train_dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate)
+        # its own generator: iterating a DataLoader draws a seed, which must not come from the global stream
+        # that the caller reseeded for dropout
+        return DataLoader(train_dataset, batch_sampler=epoch_batches(list(sampler), epoch), collate_fn=collate,
+                          generator=torch.Generator().manual_seed(cfg.seed + epoch))
+
+    def micro_batches(loader: DataLoader) -> int:
+        return len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
+
+    steps_per_epoch = math.ceil(micro_batches(make_loader(0)) / cfg.grad_accum)
     total_steps = max(1, steps_per_epoch * cfg.epochs)
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    sched = linear_warmup_decay(opt, total_steps, int(cfg.warmup_ratio * total_steps))
+    sched = linear_warmup_decay(opt, total_steps, int(cfg.warmup_ratio * total_steps), cfg.lr_schedule == "linear")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.amp)
     fgm = FGM(model, cfg.fgm_module, cfg.fgm_epsilon) if cfg.fgm_epsilon > 0 else None
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
+        cfg.ema_decay)) if cfg.ema_decay else None)
+    scored = ema.module if ema is not None else model  # the weights that are validated and saved
     trainable, total = count_parameters(model)
     sign = 1.0 if cfg.mode == "max" else -1.0
 
     state: dict[str, Any] = {"epoch": -1, "best": None, "best_epoch": -1, "stale": 0, "history": [],
-                             "train_seconds": 0.0, "steps": 0, "step_seconds": []}
+                             "train_seconds": 0.0, "train_cpu_seconds": 0.0, "elapsed_seconds": 0.0,
+                             "examples_seen": 0, "steps": 0, "step_seconds": []}
     last = ckpt_dir / "last.pt"
     if resume and last.exists():
         ckpt = torch.load(last, map_location=device, weights_only=True)
         model.load_state_dict(ckpt["model"], strict=False)
         opt.load_state_dict(ckpt["optim"])
         sched.load_state_dict(ckpt["sched"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
         state = ckpt["state"]
         if is_main:
             log.info("resumed from %s after epoch %d (best %s %s)", last, state["epoch"], cfg.metric, state["best"])
@@ -339,8 +385,10 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
                 log.info("stopping: training time budget of %.1f min used", cfg.max_train_minutes)
             break
         sampler.set_epoch(epoch)
+        loader = make_loader(epoch)
+        micro_per_epoch = micro_batches(loader)
         module.train()
-        t0, loss_sum, n_micro, extras = time.perf_counter(), 0.0, 0, {}
+        t0, c0, loss_sum, n_micro, seen, extras = time.perf_counter(), time.process_time(), 0.0, 0, 0, {}
         bar = tqdm(loader, total=micro_per_epoch, desc=f"epoch {epoch}", unit="batch",
                    disable=not (is_main and cfg.progress), leave=False)
         opt.zero_grad(set_to_none=True)
@@ -361,6 +409,7 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
                     fgm.restore()
             loss_sum += float(loss.detach())
             n_micro += 1
+            seen += batch_size_of(batch)
             for k, v in more.items():
                 extras[k] = extras.get(k, 0.0) + v
             if last_micro:
@@ -370,22 +419,30 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update_parameters(model)
                 now = time.perf_counter()
                 state["step_seconds"].append(now - t_step)
                 state["step_seconds"] = state["step_seconds"][-1000:]
                 t_step = now
                 state["steps"] += 1
             bar.set_postfix(loss=f"{loss_sum / n_micro:.4f}")
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        t_eval = time.perf_counter()
         state["train_seconds"] += seconds
-        model.eval()
+        state["train_cpu_seconds"] = state.get("train_cpu_seconds", 0.0) + cpu
+        state["examples_seen"] = state.get("examples_seen", 0) + seen * world
+        scored.eval()
         with torch.no_grad():
-            valid = dict(evaluate_fn(model)) if evaluate_fn is not None else {}
+            valid = dict(evaluate_fn(scored)) if evaluate_fn is not None else {}
         if world > 1:
             box = [valid]
             dist.broadcast_object_list(box, src=0)
             valid = box[0]
-        row = {"epoch": epoch, "loss": loss_sum / max(n_micro, 1), "epoch_seconds": seconds,
+        state["elapsed_seconds"] = state.get("elapsed_seconds", 0.0) + seconds + time.perf_counter() - t_eval
+        row = {"epoch": epoch, "loss": loss_sum / max(n_micro, 1), "epoch_seconds": seconds, "epoch_cpu_seconds": cpu,
+               "examples_per_s": seen * world / max(seconds, 1e-9), "train_seconds_total": state["train_seconds"],
+               "train_cpu_seconds_total": state["train_cpu_seconds"], "elapsed_seconds_total": state["elapsed_seconds"],
                **{k: v / max(n_micro, 1) for k, v in extras.items()}, **{f"valid_{k}": v for k, v in valid.items()}}
         state["history"].append(row)
         value = valid.get(cfg.metric, -row["loss"] if cfg.mode == "max" else row["loss"])
@@ -400,9 +457,10 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
                      " ".join(f"{k} {v:.4f}" for k, v in valid.items() if isinstance(v, float)), seconds,
                      " *" if improved else "")
             if improved:
-                save_best(model, ckpt_dir / "best")
+                save_best(scored, ckpt_dir / "best")
             _save_atomic({"model": {k: v for k, v in model.state_dict().items()}, "optim": opt.state_dict(),
-                          "sched": sched.state_dict(), "state": state}, last)
+                          "sched": sched.state_dict(), "state": state,
+                          **({"ema": ema.state_dict()} if ema is not None else {})}, last)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
         if world > 1:
@@ -417,6 +475,8 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
     return {
         "best_epoch": state["best_epoch"], "best_" + cfg.metric: state["best"], "epochs_run": state["epoch"] + 1,
         "history": state["history"], "train_seconds": state["train_seconds"], "optimizer_steps": state["steps"],
+        "train_cpu_seconds": state.get("train_cpu_seconds", 0.0), "elapsed_seconds": state.get("elapsed_seconds", 0.0),
+        "examples_seen": state.get("examples_seen", 0),
         # the first steps include warm-up effects (allocations, thread pools): the median is the honest figure
         "step_seconds": statistics.median(steps) if steps else None,
         "trainable_params": trainable, "total_params": total, "world_size": world, "config": cfg.to_dict(),

@@ -95,6 +95,41 @@ def test_early_stopping_and_best_restore(tmp_path):
     assert float(m.lin.weight.sum()) == pytest.approx(s["history"][1]["valid_w"], abs=1e-6)
 
 
+def test_caller_batches_constant_rate_and_ema(tmp_path):
+    """``epoch_batches`` decides every micro-batch (called once per epoch with that epoch's shuffled indices);
+    ``lr_schedule="constant"`` keeps the rate; with ``ema_decay`` the average is what is validated."""
+    data = toy_data(40)
+    calls = []
+
+    def epoch_batches(indices, epoch):
+        calls.append((epoch, sorted(indices)))
+        by_label = sorted(indices, key=lambda i: float(data[i][1]))  # e.g. similar examples together
+        return [by_label[b:b + 7] for b in range(0, len(by_label), 7)]
+
+    seen_w = []
+
+    def evaluate(model):
+        seen_w.append(float(model.lin.weight.sum()))
+        return {"loss": 0.0}
+
+    m = Toy()
+    cfg = dict(epochs=2, batch_size=99, lr=0.05, warmup_ratio=0.0, lr_schedule="constant", patience=5,
+               ema_decay=0.5, progress=False)
+    s = fit(m, data, collate, loss_fn, evaluate, tmp_path, cfg, epoch_batches=epoch_batches, restore_best=False)
+    assert [e for e, _ in calls if e == 1] == [1] and all(ix == list(range(40)) for _, ix in calls)
+    assert s["optimizer_steps"] == 2 * 6 and s["examples_seen"] == 2 * 40  # ceil(40 / 7) batches per epoch
+    assert s["history"][0]["examples_per_s"] > 0 and s["train_cpu_seconds"] > 0
+    assert seen_w[-1] != pytest.approx(float(m.lin.weight.sum()), abs=1e-6)  # validated the average, not m
+    with pytest.raises(ValueError, match="lr_schedule"):
+        FitConfig(lr_schedule="cosine")
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = trainer.linear_warmup_decay(opt, total_steps=10, warmup_steps=0, decay=False)
+    for _ in range(9):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == 1.0
+
+
 def test_gradient_accumulation_matches_bigger_batch(tmp_path):
     data = toy_data(32)
     results = []

@@ -154,7 +154,7 @@ N_FLOATS = 5_000_000
 SAVER = textwrap.dedent("""
     import sys, torch
     from pathlib import Path
-    from shoprec.train import _save_atomic
+    from shoprec.trainer import _save_atomic
     path, N = Path(sys.argv[1]), int(sys.argv[2])
     for version in range(1, 10**6):
         _save_atomic({"version": torch.tensor(version), "w": torch.full((N,), float(version))}, path)
@@ -204,7 +204,7 @@ def test_resume_ignores_partial_tmp_checkpoint(features, tmp_path, caplog):
     last = out / "checkpoints" / "last.pt"
     good = last.read_bytes()
     (last.parent / ".last.pt.tmp").write_bytes(good[: len(good) // 2])  # what a kill mid-write leaves
-    with caplog.at_level(logging.INFO, logger="shoprec.train"):
+    with caplog.at_level(logging.INFO, logger="shoprec.trainer"):  # the shared loop logs the resume
         summary = train(features, out, TrainConfig.from_dict({**over, "epochs": 3}), progress=False)
     assert any(re.search(r"resumed from .* after epoch 1", r.getMessage()) for r in caplog.records)
     assert [h["epoch"] for h in summary["history"]] == [0, 1, 2]

@@ -57,7 +57,7 @@ from shoprec.ranker.models import (  # noqa: E402
     quantize_int8,
     tokenize_pairs,
 )
-from shoprec.ranker.search import RRF_K, SearchIndex, blend, bm25_tokenize, rrf  # noqa: E402
+from shoprec.ranker.search import RRF_K, SearchIndex, blend, bm25_index, bm25_tokenize, rrf  # noqa: E402
 from shoprec.ranker.train import Pair, fit_bi_encoder, fit_cross_encoder, subsample  # noqa: E402
 
 log = logging.getLogger("bench.ranker")
@@ -308,10 +308,10 @@ def homedepot(args) -> None:
     res["rerank"]["constant"] = {"ndcg@10": float(np.nanmean(rerank_per_query(test_df, np.zeros(len(test_df))))),
                                  "rmse": rmse(np.full(len(test_df), train_df["relevance"].mean()), rel),
                                  "note": "all scores tied; relevance = training mean"}
-    import bm25s
-
-    bm25 = bm25s.BM25()
-    bm25.index(bm25_tokenize(titles), show_progress=False)
+    method, k1, b = args.bm25.split(",")
+    bm25_settings = SearchSettings(bm25_method=method, bm25_k1=float(k1), bm25_b=float(b))
+    bm25 = bm25_index(titles, bm25_settings)
+    res["bm25"] = {"method": method, "k1": float(k1), "b": float(b), "tokenizer": "bm25s, English stopwords, light_stem"}
     index = SearchIndex([str(u) for u in uids], titles, bm25, None, None)
 
     def bm25_pair_scores(frame):
@@ -511,7 +511,8 @@ def homedepot(args) -> None:
             D = args.rerank_depth
             kind, per, w_bm25 = args.fusion
             search_settings = SearchSettings(fusion="rrf" if kind == "rrf" else "zscore", per_retriever=per,
-                                             bm25_weight=w_bm25 if kind == "z" else 0.5)
+                                             bm25_weight=w_bm25 if kind == "z" else 0.5,
+                                             bm25_method=method, bm25_k1=float(k1), bm25_b=float(b))
 
             def path_scores(ranker, qs):
                 idx = SearchIndex([str(u) for u in uids], titles, bm25, vecs, ranker, encoder=bi_ranker,
@@ -570,6 +571,36 @@ def homedepot(args) -> None:
         if "lora-cross" in per_query:
             res["significance"]["lora-cross - full-cross"] = bootstrap_diff(per_query["lora-cross"], per_query["full-cross"])
         del model, r
+        save()
+
+    if "full-bi" in args.stages:
+        # the bi-encoder fully fine-tuned (all weights), on the first --full-bi-pairs of the same shuffled
+        # relevant pairs as lora-bi with --bi-pairs of that size: the LoRA vs full comparison of the retrieve setting
+        full_bi_cfg = RankerConfig.from_dict({**base_cfg.to_dict(), "lora": {**lora_settings.__dict__, "enabled": False},
+                                              "bi_fit": dict(epochs=args.bi_epochs, batch_size=args.bi_batch,
+                                                             lr=args.lr_full_bi, warmup_ratio=0.1, patience=args.bi_epochs,
+                                                             threads=args.threads, progress=args.progress),
+                                              "bi_temperature": 0.05})
+        all_pos = [(q, t) for q, t, r in zip(train_df["search_term"], train_df["product_title"], train_df["relevance"])
+                   if r >= RELEVANT]
+        order = np.random.default_rng(0).permutation(len(all_pos))[:args.full_bi_pairs]
+        full_pairs = [all_pos[i] for i in order]
+        full_m, summ = train_or_load("full-bi", full_bi_cfg, lambda: fit_bi_encoder(
+            full_bi_cfg, full_pairs, work / "full-bi", tokenizer=tok, evaluate_fn=lambda m: {}))
+        res["training"]["full-bi"] = {**summ, "config": {"pairs": len(full_pairs), "batch": args.bi_batch,
+                                                         "lr": args.lr_full_bi, "epochs": args.bi_epochs,
+                                                         "loss": "in-batch negatives (MNRL), temperature 0.05"}}
+        full_vec_path = save_dir / "full-bi-vectors.npy"
+        if args.reuse and full_vec_path.exists():
+            full_vecs = np.load(full_vec_path)
+        else:
+            full_vecs = encode_texts(full_m, tok, titles, args.bi_max_len, 256)
+            np.save(full_vec_path, full_vecs)
+        full_index = SearchIndex([str(u) for u in uids], titles, bm25, full_vecs, Ranker(None, tok, base_cfg, full_m))
+        res["retrieve"]["full-bi"] = {**retrieve_metrics(full_index.dense_topk(rq, 100), rj),
+                                      "note": f"all weights fine-tuned, {len(full_pairs)} pairs; compare with lora-bi "
+                                              f"trained on the same pairs (--bi-pairs {len(full_pairs)})"}
+        log.info("retrieve full-bi %s", res["retrieve"]["full-bi"])
         save()
 
     if "steptime" in args.stages:
@@ -647,6 +678,8 @@ def main() -> None:
     h.add_argument("--cross-pooling", default="segments", help="RankerConfig.cross_pooling of the cross-encoders")
     h.add_argument("--lr-full", type=float, default=5e-5)
     h.add_argument("--lr-bi", type=float, default=5e-4)
+    h.add_argument("--lr-full-bi", type=float, default=5e-5, help="learning rate of the fully fine-tuned bi-encoder")
+    h.add_argument("--full-bi-pairs", type=int, default=12000, help="relevant pairs for the fully fine-tuned bi-encoder")
     h.add_argument("--bi-batch", type=int, default=64)
     h.add_argument("--groups-per-batch", type=int, default=4)
     h.add_argument("--listwise", type=float, default=0.5)
@@ -657,6 +690,8 @@ def main() -> None:
                    "SearchIndex serves weight 1 only)")
     h.add_argument("--alphas-max", default="", help="BM25 weights tried in score fusion (max-normalised; not served)")
     h.add_argument("--alphas-z", default="0.3,0.4,0.5,0.6,0.7", help="BM25 weights tried in score fusion (z-scored)")
+    h.add_argument("--bm25", default=f"{SearchSettings.bm25_method},{SearchSettings.bm25_k1:g},{SearchSettings.bm25_b:g}",
+                   help="BM25 variant,k1,b (bm25s; default: SearchSettings', chosen with benchmarks/bm25_grid.py)")
     h.add_argument("--rerank-weights", default="0,0.25,0.5,0.75,1",
                    help="cross-encoder weights tried in the search path's re-rank blend (1: cross-encoder alone)")
     h.add_argument("--valid-queries", type=int, default=400, help="validation queries scored by the cross-encoders")

@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/search_depth.py --from-work /tmp/rk-hd --work .shoprec/bench/search-hd \\
         --out benchmarks/results/search-homedepot.json          # or: make search-bench
 
-The search path is the server's: BM25 top 100 and bi-encoder top 100 fused by reciprocal rank (k=60),
-the first ``depth`` re-ranked by the cross-encoder (:class:`shoprec.ranker.search.SearchIndex`, loaded
+The search path is the server's: BM25 top 100 and bi-encoder top 100 fused as the ranker's ``search``
+settings say (``SearchSettings``: z-scored score sum by default, or reciprocal rank), the first ``depth``
+re-ranked by the cross-encoder (blended with the fused score by ``rerank_weight``) (:class:`shoprec.ranker.search.SearchIndex`, loaded
 the way ``shoprec serve`` loads it: :func:`shoprec.serve.load_search_ranker`, int8 cross-encoder,
 float32 bi-encoder). Depths 0 (fused order, no cross-encoder), 10, 20 and 50, plus the float32
 cross-encoder at depth 20 (and optionally shorter pairs, ``--pair-max-len``).
@@ -274,7 +275,9 @@ def main(argv: list[str] | None = None) -> dict:
                              f"torch threads {args.threads}",
                   "latency": "HTTP keep-alive client of benchmarks/serve.py, concurrency 1, k=10, "
                              "shoprec serve default threads (torch threads = cores // 2)",
-                  "retrieval": "BM25 top 100 + bi-encoder top 100, RRF k=60; cross-encoder relevance head"},
+                  "retrieval": "BM25 + bi-encoder candidates fused and re-ranked as the ranker config's search "
+                               "settings say (search_settings); cross-encoder relevance head"},
+        "search_settings": meta.get("search"),
     }
     out_path = Path(args.out)
 
@@ -334,7 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
         lat = res["latency"]["int8@20"]
         serve.setdefault("endpoints", {}).setdefault("search", {})["shoprec-homedepot-rerank20"] = {
             **{k: lat.get(k) for k in ("p50_ms", "p99_ms", "rps_c1", "rps_c16", "p50_ms_c16", "p99_ms_c16")},
-            "note": "54,667 Home Depot products, BM25 + bi-encoder RRF, top 20 re-ranked by the int8 cross-encoder",
+            "note": "54,667 Home Depot products, BM25 + bi-encoder candidates fused, top 20 re-ranked by the int8 "
+                    f"cross-encoder (search settings {meta.get('search')})",
             "source": "benchmarks/results/search-homedepot.json", "command": res["command"]}
         SERVE_RESULT.write_text(json.dumps(serve, indent=2) + "\n")
     for row in table:

@@ -220,5 +220,12 @@ def test_search_settings_travel_in_the_ranker_config():
     cfg = RankerConfig.from_dict({"search": {"fusion": "rrf", "rerank_weight": 0.25}})
     assert cfg.search == SearchSettings(fusion="rrf", rerank_weight=0.25)
     assert RankerConfig.from_dict(cfg.to_dict()) == cfg
+    built = SearchIndex.build(["a", "b"], ["red drill", "blue saw"],
+                              settings=SearchSettings(bm25_method="lucene", bm25_k1=0.9, bm25_b=0.3))
+    assert (built.bm25.method, built.bm25.k1, built.bm25.b) == ("lucene", 0.9, 0.3)
+    default = SearchIndex.build(["a", "b"], ["red drill", "blue saw"])
+    assert (default.bm25.method, default.bm25.k1, default.bm25.b) == ("lucene", 0.4, 0.5)
+    with pytest.raises(ValueError, match="bm25l and bm25"):
+        SearchIndex.build(["a"], ["red drill"], settings=SearchSettings(bm25_method="bm25+"))
     with pytest.raises(ValueError, match="unknown search fusion 'sum'"):
         SearchIndex([], [], type("B", (), {"vocab_dict": {}})(), None, settings=SearchSettings(fusion="sum"))

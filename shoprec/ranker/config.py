@@ -52,6 +52,14 @@ class SearchSettings:
     """Weight of the standardised BM25 score in ``zscore`` fusion."""
     per_retriever: int = 100
     """Candidates taken from each retriever (BM25 and bi-encoder) before fusion."""
+    bm25_method: str = "lucene"
+    """bm25s scoring variant of the index built for search: ``lucene``, ``robertson`` or ``atire``. (bm25s's ``bm25l``
+    and ``bm25+`` give every product a floor score, so a product without any query word would count as a BM25 hit.)"""
+    bm25_k1: float = 0.4
+    """BM25 term-frequency saturation. Short titles want little: k1 0.4 and b 0.5 gave the best fused Recall@100 +
+    NDCG@10 on the Home Depot validation queries (``benchmarks/bm25_grid.py``; bm25s's default is k1 1.5, b 0.75)."""
+    bm25_b: float = 0.5
+    """BM25 length normalisation (0: none, 1: full)."""
     rerank_weight: float = 1.0
     """Order of the re-ranked head: ``w * z(cross-encoder score) + (1 - w) * z(fused score)`` over the head;
     1 = the cross-encoder alone, 0 = the fused order. Chosen on validation queries by ``benchmarks/ranker.py``."""

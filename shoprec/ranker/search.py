@@ -31,6 +31,19 @@ def bm25_tokenize(texts: list[str]) -> list[list[str]]:
     return bm25s.tokenize(list(texts), stopwords="en", stemmer=light_stem, return_ids=False, show_progress=False)
 
 
+def bm25_index(titles: list[str], settings: SearchSettings | None = None):
+    """A bm25s index of ``titles`` with the settings' BM25 variant and parameters."""
+    import bm25s
+
+    settings = settings or SearchSettings()
+    if settings.bm25_method not in ("lucene", "robertson", "atire"):
+        raise ValueError(f"bm25_method must be lucene, robertson or atire, not {settings.bm25_method!r} "
+                         "(bm25l and bm25+ score products that contain no query word)")
+    bm25 = bm25s.BM25(method=settings.bm25_method, k1=settings.bm25_k1, b=settings.bm25_b)
+    bm25.index(bm25_tokenize(titles), show_progress=False)
+    return bm25
+
+
 def rrf_scores(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
     """Reciprocal rank fusion score of each document: sum over rankings of 1 / (k + rank), rank from 1."""
     score: dict[int, float] = {}
@@ -85,16 +98,14 @@ class SearchIndex:
 
     @classmethod
     def build(cls, item_ids: list[str], titles: list[str], ranker=None, vectors: np.ndarray | None = None,
-              encoder=None) -> SearchIndex:
+              encoder=None, settings: SearchSettings | None = None) -> SearchIndex:
         """BM25 over ``titles``; product vectors from the bi-encoder unless given (None without a bi-encoder)."""
-        import bm25s
-
-        bm25 = bm25s.BM25()
-        bm25.index(bm25_tokenize(titles), show_progress=False)
+        settings = settings or getattr(getattr(ranker, "cfg", None), "search", None) or SearchSettings()
+        bm25 = bm25_index(titles, settings)
         enc = encoder if encoder is not None else ranker
         if vectors is None and enc is not None and getattr(enc, "bi", None) is not None:
             vectors = enc.encode(list(titles))
-        return cls(item_ids, titles, bm25, vectors, ranker, encoder)
+        return cls(item_ids, titles, bm25, vectors, ranker, encoder, settings)
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)

@@ -58,9 +58,21 @@ def evaluate(model_dir: str | Path, features: str | Path, out: str | Path, champ
     candidate = Recommender(model_dir)
     results["candidate"] = metrics.finish(metrics.metric_sums(candidate.ranks(histories, targets)))
     results["popularity"] = metrics.finish(metrics.metric_sums(popularity_ranks(histories, histories, targets)))
+    unreadable = None
     if champion:
-        results["champion"] = metrics.finish(metrics.metric_sums(Recommender(champion).ranks(histories, targets)))
+        try:
+            champ_model = Recommender(champion)
+        except (RuntimeError, ValueError, KeyError, OSError) as e:  # e.g. saved by a shoprec with another architecture
+            unreadable = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            log.warning("champion%s in %s cannot be loaded by this shoprec version, so it cannot be compared: %s",
+                        f" v{champion_version}" if champion_version else "", champion, unreadable)
+        else:
+            results["champion"] = metrics.finish(metrics.metric_sums(champ_model.ranks(histories, targets)))
     passed, reason = decide_gate(results, GATE_METRIC, GATE_METRIC, "champion", margin, champion_version)
+    if unreadable:
+        # an unloadable champion must not block every retrain; the reason and the report say why it was replaced
+        reason = (f"champion{' v' + champion_version if champion_version else ''} cannot be loaded by this shoprec "
+                  f"version ({unreadable}); candidate {GATE_METRIC} {results['candidate'][GATE_METRIC]:.4f}")
     training = {}
     metrics_file = Path(model_dir) / "metrics.json"
     if metrics_file.exists():
@@ -68,6 +80,7 @@ def evaluate(model_dir: str | Path, features: str | Path, out: str | Path, champ
     evaluation = {"gate": passed, "reason": reason, "gate_metric": GATE_METRIC, "margin": margin,
                   "key_metrics": ["ndcg@10", "hr@10", "mrr@10"],
                   "users": len(targets), "champion_version": champion_version, "results": results,
+                  "champion_unreadable": unreadable,
                   "beats_popularity": results["candidate"][GATE_METRIC] > results["popularity"][GATE_METRIC]}
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
     (out / "report.html").write_text(render_report(evaluation, training.get("history", [])))

@@ -38,3 +38,21 @@ def test_trained_model_beats_popularity_and_gate(tiny_model, tiny_features, tmp_
     assert third["gate"]
     saved = json.loads((tmp_path / "e3" / "evaluation.json").read_text())
     assert saved["gate"] is True and saved["margin"] == -0.01
+
+
+def test_a_champion_this_version_cannot_load_does_not_block_retraining(tiny_model, tiny_features, tmp_path):
+    """A champion saved by an older shoprec (other layer names) is reported as unreadable, not compared, and the
+    gate says so instead of failing the pipeline with a state_dict error."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    old = tmp_path / "old-champion"
+    shutil.copytree(tiny_model, old)
+    state = load_file(str(old / "model.safetensors"))
+    save_file({k.replace("blocks.", "encoder.layers."): v for k, v in state.items()}, str(old / "model.safetensors"))
+    ev = evaluate(tiny_model, tiny_features, tmp_path / "eval", champion=old, champion_version="3")
+    assert ev["gate"] and "champion" not in ev["results"]
+    assert "v3 cannot be loaded by this shoprec version" in ev["reason"] and "Missing key" in ev["champion_unreadable"]
+    saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert saved["champion_unreadable"] == ev["champion_unreadable"]

@@ -85,7 +85,7 @@ def run_demo(port: int = 8765, model_name: str = "shoprec-seqrec") -> dict:
     say(f"shopper {user} recently: {recent}")
     for rank, item in enumerate(answer["items"], start=1):
         say(f"  {rank:2d}. {item['item_id']}  {item['title']:<34s} score {item['score']:.3f}")
-    say(f'POST /v1/search {{"query": "{query}", "k": 5}} (BM25 candidates re-ranked by the LoRA MiniLM ranker):')
+    say(f'POST /v1/search {{"query": "{query}", "k": 5}} (BM25 + bi-encoder candidates, re-ranked with the LoRA MiniLM cross-encoder):')
     for rank, item in enumerate(found.json()["items"], start=1):
         say(f"  {rank:2d}. {item['item_id']}  {item['title']:<34s} score {item['score']:.3f}")
     return {"pipeline": result, "answer": answer, "search": found.json()}

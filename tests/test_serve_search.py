@@ -24,7 +24,7 @@ def tiny_ranker(tmp_path_factory):
     import torch
     from transformers import BertConfig, BertModel
 
-    from shoprec.ranker.config import LoraSettings, RankerConfig, minilm_dir
+    from shoprec.ranker.config import LoraSettings, RankerConfig, SearchSettings, minilm_dir
     from shoprec.ranker.models import build_bi_encoder, build_cross_encoder, save_model
 
     def encoder(seed):
@@ -32,7 +32,9 @@ def tiny_ranker(tmp_path_factory):
         return BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                     intermediate_size=64, max_position_embeddings=64), add_pooling_layer=False)
 
-    cfg = RankerConfig(max_len=24, bi_max_len=16, aux_task="relevance", lora=LoraSettings(enabled=False))
+    # the cross-encoder's order alone (rerank_weight 1), so the tests can check it; blending is tested in process
+    cfg = RankerConfig(max_len=24, bi_max_len=16, aux_task="relevance", lora=LoraSettings(enabled=False),
+                       search=SearchSettings(rerank_weight=1.0))
     out = tmp_path_factory.mktemp("ranker") / "ranker"
     save_model(build_cross_encoder(cfg, encoder(1)).eval(), out, cfg, tokenizer_dir=minilm_dir())
     save_model(build_bi_encoder(cfg, encoder(2)).eval(), out / "bi_encoder", cfg, tokenizer_dir=minilm_dir())

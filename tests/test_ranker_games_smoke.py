@@ -1,0 +1,40 @@
+"""Smoke test of benchmarks/ranker_games.py on the first 300 users of the Amazon Games data (skipped without it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+GAMES = Path(os.environ.get("SHOPREC_SHARED_DATA", REPO.parent / "shared" / "data")) / "amazon-games-llmrank"
+
+
+def test_absent_data_exits_cleanly(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ranker_games.py"), "--data", str(tmp_path / "none"),
+                        "--out", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "not on this machine" in r.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.skipif(not (GAMES / "sequences.txt").exists(), reason="shared Amazon Games (LLMRank) data absent")
+def test_tiny_run(tmp_path):
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "ranker_games.py"), "--work", str(tmp_path / "work"),
+           "--out", str(out), "--max-users", "300", "--seqrec-epochs", "1", "--train-users", "16",
+           "--valid-users", "12", "--test-users", "12", "--max-len", "32", "--history-titles", "2", "--no-int8"]
+    subprocess.run(cmd, check=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
+    res = json.loads(out.read_text())
+    assert res["command"].startswith(".venv/bin/python benchmarks/ranker_games.py")
+    assert res["dataset"]["users"] == 300
+    for name in ("seqrec", "popularity", "cross-encoder (re-rank top-50)", "seqrec+cross-encoder (blend)"):
+        assert 0.0 <= res["rerank"][name]["ndcg@10"] <= res["rerank"][name]["hr@10"] <= 1.0
+        assert res["rerank"][name]["users"] == 12
+    assert res["training"]["cross-encoder"]["trainable_params"] < res["training"]["cross-encoder"]["total_params"]
+    assert res["training"]["seqrec"]["step_seconds"] > 0
+    assert 0.0 <= res["auc_valid"]["cross-encoder"]["cross-encoder"]["auc_per_user_mean"] <= 1.0 or \
+        res["auc_valid"]["cross-encoder"]["users"] == 0

@@ -1,0 +1,42 @@
+"""The Home Depot re-rank metric of benchmarks/ranker.py: the issue's scale (tied scores 0.909, oracle 1.0)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_ranker", REPO / "benchmarks" / "ranker.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def judged(rows):
+    return pd.DataFrame(rows, columns=["search_term", "relevance"])
+
+
+def test_ties_get_the_mean_gain_not_a_lucky_order(bench):
+    gains = np.array([2.0, 0.0, 0.0])
+    tied = bench.ndcg_tie_aware(np.zeros(3), gains)
+    disc = 1 / np.log2(np.arange(2, 5))
+    assert tied == pytest.approx((gains.mean() * disc).sum() / (2.0 * disc[0]))
+    assert bench.ndcg_tie_aware(np.array([3.0, 2.0, 1.0]), gains) == pytest.approx(1.0)
+    assert bench.ndcg_tie_aware(np.array([1.0, 2.0, 3.0]), gains) < tied
+
+
+def test_queries_whose_order_cannot_matter_are_left_out(bench):
+    test = judged([("a", 3.0), ("a", 1.0), ("b", 2.0), ("b", 2.0), ("c", 1.0), ("c", 1.0), ("d", 2.33)])
+    scores = np.array([0.0, 1.0, 5.0, 1.0, 0.0, 0.0, 9.0])
+    per_query = bench.rerank_per_query(test, scores)
+    # a: the only query with unequal judgements, and the wrong one is on top; b, d: all equal; c: no gain
+    assert np.isnan(per_query[1:]).all()
+    assert per_query[0] == pytest.approx(1 / np.log2(3))

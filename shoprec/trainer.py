@@ -295,6 +295,15 @@ class FGM:
 
 
 # ------------------------------------------------------------------ the loop
+
+def broadcast_from_rank0(obj):
+    """Rank 0's ``obj`` on every rank (identity outside DDP), so every rank acts on the same decision."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj
+
 def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Callable,
         evaluate_fn: Callable[[nn.Module], dict] | None, out_dir: str | Path, config: FitConfig | dict | None = None,
         *, resume: bool = True, save_best: Callable[[nn.Module, Path], None] | None = None,
@@ -435,10 +444,7 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
         scored.eval()
         with torch.no_grad():
             valid = dict(evaluate_fn(scored)) if evaluate_fn is not None else {}
-        if world > 1:
-            box = [valid]
-            dist.broadcast_object_list(box, src=0)
-            valid = box[0]
+        valid = broadcast_from_rank0(valid)
         state["elapsed_seconds"] = state.get("elapsed_seconds", 0.0) + seconds + time.perf_counter() - t_eval
         row = {"epoch": epoch, "loss": loss_sum / max(n_micro, 1), "epoch_seconds": seconds, "epoch_cpu_seconds": cpu,
                "examples_per_s": seen * world / max(seconds, 1e-9), "train_seconds_total": state["train_seconds"],

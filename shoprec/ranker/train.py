@@ -360,15 +360,6 @@ def pseudo_groups(labels: pd.DataFrame, weight: float) -> list[list[Pair]]:
             for q, g in labels.groupby("query", sort=True)]
 
 
-def _broadcast(obj):
-    """Rank 0's ``obj`` on every rank (identity outside DDP), so all ranks train on the same pseudo-labels."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        box = [obj]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-    return obj
-
-
 def pseudo_label_rounds(cfg: RankerConfig, teacher: CrossEncoder, teacher_summary: dict, train: list[list[Pair]],
                         valid: list[list[Pair]], features_dir: str | Path, work_dir: str | Path, tokenizer=None,
                         keep_students: bool = False) -> tuple[CrossEncoder, dict, dict]:
@@ -393,7 +384,7 @@ def pseudo_label_rounds(cfg: RankerConfig, teacher: CrossEncoder, teacher_summar
         if trainer.dist_env()[1] == 0:
             prob = Ranker(model, tok, cfg).score([a for a, _ in pool], [b for _, b in pool], head="click")
             labels = select_pseudo_labels(pool, prob, cfg)
-        labels = _broadcast(labels)
+        labels = trainer.broadcast_from_rank0(labels)
         labels["round"] = r
         frames.append(labels)
         torch.manual_seed(cfg.seed)  # the student starts from the teacher's initial heads and adapters

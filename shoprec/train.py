@@ -105,7 +105,10 @@ class TrainSequences(Dataset):
 def make_batch(batch: list[list[int]], cfg: SeqRecConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and targets, both (B, max_len), left-padded; target PAD means 'no loss here'."""
     if cfg.objective == "sasrec":
-        return left_pad([s[:-1] for s in batch], cfg.max_len), left_pad([s[1:] for s in batch], cfg.max_len)
+        inputs, targets = left_pad([s[:-1] for s in batch], cfg.max_len), left_pad([s[1:] for s in batch], cfg.max_len)
+        if cfg.item_dropout:
+            inputs = inputs.masked_fill(torch.rand(inputs.shape, generator=gen) < cfg.item_dropout, PAD)
+        return inputs, targets
     seq = left_pad(batch, cfg.max_len)
     real = seq != PAD
     masked = (torch.rand(seq.shape, generator=gen) < cfg.mask_prob) & real

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from shoprec.features import load_sequences
-from shoprec.models.seqrec import load_model
-from shoprec.train import TrainConfig, evaluate_split, length_grouped_batches, load_recipe, train
+from shoprec.models.seqrec import PAD, SeqRecConfig, load_model
+from shoprec.train import TrainConfig, evaluate_split, length_grouped_batches, load_recipe, make_batch, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,6 +28,21 @@ def test_length_grouped_batches_use_every_index_once():
     assert all(len(b) <= 32 for b in batches)
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
     assert spread < 20  # grouped: far less than the ~58 of random batches
+
+
+def test_item_dropout_hides_inputs_only_and_is_off_by_default():
+    seqs = [list(range(1, 41)), list(range(5, 20))]
+    cfg = SeqRecConfig(n_items=50, max_len=50, objective="sasrec")
+    plain_in, plain_tgt = make_batch(seqs, cfg, torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    make_batch(seqs, cfg, gen)
+    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())  # off: no random draw
+    cfg.item_dropout = 0.5
+    inputs, targets = make_batch(seqs, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(targets, plain_tgt)
+    hidden = (inputs == PAD) & (plain_in != PAD)
+    assert 0 < int(hidden.sum()) < int((plain_in != PAD).sum())
+    assert torch.equal(inputs[~hidden], plain_in[~hidden])
 
 
 def test_recipes_load():

@@ -61,6 +61,9 @@ class SeqRecConfig:
     """Pre-LayerNorm layers plus a final LayerNorm (False: post-LayerNorm, as in the SASRec paper)."""
     init_std: float = 0.02
     """Std of the normal initialisation of embeddings and linear layers."""
+    item_dropout: float = 0.0
+    """SASRec training only: each input item is hidden (made padding) with this probability while its
+    target stays, so the model also learns to predict from histories with gaps (0: off)."""
     label_smoothing: float = 0.0
     """Label smoothing of the softmax losses (``ce``, ``sampled_softmax``): this much of the target's
     probability is spread over the other candidates, which keeps the model from becoming over-confident."""

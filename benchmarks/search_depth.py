@@ -147,13 +147,13 @@ def quality(index, queries: list[str], judged: list[dict], depth: int) -> dict:
     import torch
 
     t = time.perf_counter()
-    fused = index.candidates(queries, depth=100, per_retriever=100)
+    fused = index.fused(queries, depth=100)  # as the server: the ranker's SearchSettings, fused scores kept
     cand_s = time.perf_counter() - t
     rankings, secs = [], []
     with torch.inference_mode():
-        for q, cand in zip(queries, fused):
+        for q, (cand, scores) in zip(queries, fused):
             t0 = time.thread_time()
-            rankings.append(index.rerank(q, cand, depth)[0])
+            rankings.append(index.rerank(q, cand, depth, scores)[0])  # blended by settings.rerank_weight
             secs.append(time.thread_time() - t0)
     return {**retrieve_metrics(rankings, judged), "rerank_cpu_ms_p50": round(1000 * float(np.median(secs)), 2),
             "candidates_s_all_queries": round(cand_s, 1)}

@@ -294,8 +294,6 @@ class FGM:
         self.handle.remove()
 
 
-# ------------------------------------------------------------------ the loop
-
 def broadcast_from_rank0(obj):
     """Rank 0's ``obj`` on every rank (identity outside DDP), so every rank acts on the same decision."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -304,6 +302,8 @@ def broadcast_from_rank0(obj):
         return box[0]
     return obj
 
+
+# ------------------------------------------------------------------ the loop
 def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Callable,
         evaluate_fn: Callable[[nn.Module], dict] | None, out_dir: str | Path, config: FitConfig | dict | None = None,
         *, resume: bool = True, save_best: Callable[[nn.Module, Path], None] | None = None,

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -159,6 +160,9 @@ def test_int8_quantisation_keeps_scores_close(tiny_base, tokenizer):
     m = build_cross_encoder(cfg).eval()
     q = quantize_int8(m)
     assert any("quantized" in type(mod).__module__ for mod in q.modules())
+    # the score heads stay float: int8 rounding of a one-output head is the ranking signal's own noise
+    assert type(q.click_head) is nn.Linear and type(q.aux_head) is nn.Linear
+    assert q.aux_head.weight.dtype == torch.float32
     a, b = ["drill"] * 8, [f"{w} pro" for w in WORDS[:8]]
     np.testing.assert_allclose(Ranker(q, tokenizer, cfg).score(a, b), Ranker(m, tokenizer, cfg).score(a, b),
                                atol=0.02)

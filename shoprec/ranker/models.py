@@ -7,7 +7,7 @@ states into an L2-normalised vector, so a product's vector can be computed offli
 
 Saved model folders hold ``model.safetensors`` (LoRA already merged), ``config.json`` (the BERT
 config, the head layout and the ranker config) and the tokenizer files, and load without pickle.
-int8 dynamic quantisation (``torch.ao.quantization.quantize_dynamic`` on ``nn.Linear``) is applied at
+int8 dynamic quantisation (``torch.ao.quantization.quantize_dynamic`` on the encoder's ``nn.Linear``) is applied at
 load time: its packed weights are not a safetensors format, and quantising takes well under a second.
 """
 
@@ -163,8 +163,13 @@ def load_model(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, dict
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
-    """int8 dynamic quantisation of every nn.Linear (weights int8, activations quantised per batch)."""
-    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
+    """int8 dynamic quantisation of the encoder's nn.Linear layers (weights int8, activations quantised per
+    batch). The one-output score heads stay float32: their output is the ranking signal itself, and on the
+    Home Depot cross-encoder quantising them cut the rank correlation with float32 scores from 0.93 to 0.44
+    (re-rank NDCG@10 0.9256 vs 0.9169) for no measurable speed."""
+    model = copy.deepcopy(model).cpu().eval()
+    layers = {name for name, mod in model.named_modules() if isinstance(mod, nn.Linear) and not name.endswith("_head")}
+    return torch.ao.quantization.quantize_dynamic(model, layers, dtype=torch.qint8)
 
 
 # ------------------------------------------------------------------ batching

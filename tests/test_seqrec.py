@@ -126,3 +126,21 @@ def test_label_smoothing_is_finite_and_matches_torch(loss):
         logits = h[keep] @ smooth.item_weights()[1:].T
         want = torch.nn.functional.cross_entropy(logits, y[keep] - 1, label_smoothing=0.1)
         torch.testing.assert_close(b, want)
+
+
+def test_score_temperature_gives_cosine_over_temperature_and_ignores_norms():
+    m = model(score_temperature=0.1)
+    h = torch.randn(2, 16)
+    s = m.scores(h)
+    w = m.item_weights()
+    want = torch.nn.functional.cosine_similarity(h[:, None, :], w[None, 1:, :], dim=-1) / 0.1
+    torch.testing.assert_close(s[:, 1:], want)
+    assert (s[:, 1:].abs() <= 10 + 1e-4).all() and (s[:, 0] == float("-inf")).all()
+    torch.testing.assert_close(m.scores(3.0 * h), s)  # the hidden state's norm does not change a score
+    y = torch.tensor([[0, 5, 6]])
+    hs = torch.randn(1, 3, 16)
+    for loss in ("ce", "sampled_softmax", "gbce"):
+        m.cfg.loss = loss
+        assert torch.isfinite(m.loss(hs, y, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError):
+        SeqRecConfig(score_temperature=-1.0)

@@ -67,12 +67,18 @@ class SeqRecConfig:
     label_smoothing: float = 0.0
     """Label smoothing of the softmax losses (``ce``, ``sampled_softmax``): this much of the target's
     probability is spread over the other candidates, which keeps the model from becoming over-confident."""
+    score_temperature: float = 0.0
+    """If > 0, a score is the cosine of the hidden state and the item embedding divided by this
+    temperature (e.g. 0.05) instead of their dot product: item popularity can no longer grow an
+    embedding's norm, and the temperature alone sets how peaked the softmax is (0: dot product)."""
 
     def __post_init__(self):
         if self.objective not in ("sasrec", "bert4rec"):
             raise ValueError(f"objective must be 'sasrec' or 'bert4rec', not {self.objective!r}")
         if self.loss not in ("ce", "sampled_softmax", "gbce"):
             raise ValueError(f"loss must be 'ce', 'sampled_softmax' or 'gbce', not {self.loss!r}")
+        if self.score_temperature < 0:
+            raise ValueError(f"score_temperature must be >= 0, not {self.score_temperature}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
 
@@ -186,8 +192,18 @@ class SeqRec(nn.Module):
         """Output embeddings of padding + real items (the [MASK] item is never a candidate)."""
         return self.item_emb.weight[: self.cfg.n_items + 1]
 
+    def output_weights(self) -> torch.Tensor:
+        """Item embeddings as the scores use them: unit length over the temperature in cosine mode."""
+        w = self.item_weights()
+        if self.cfg.score_temperature:
+            w = F.normalize(w, dim=-1) / self.cfg.score_temperature
+        return w
+
+    def query(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.normalize(hidden, dim=-1) if self.cfg.score_temperature else hidden
+
     def scores(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = hidden @ self.item_weights().T
+        logits = self.query(hidden) @ self.output_weights().T
         logits[..., PAD] = float("-inf")
         return logits
 
@@ -205,7 +221,7 @@ class SeqRec(nn.Module):
                 return F.cross_entropy(logits, y - 1, label_smoothing=cfg.label_smoothing)
             return F.cross_entropy(logits, y)
         negs = torch.randint(1, cfg.n_items + 1, (cfg.n_negatives,), device=h.device, generator=generator)
-        w = self.item_weights()
+        h, w = self.query(h), self.output_weights()
         pos_logit = (h * w[y]).sum(-1, keepdim=True)
         neg_logit = h @ w[negs].T
         neg_logit = neg_logit.masked_fill(negs.unsqueeze(0) == y.unsqueeze(1), float("-inf"))

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -77,7 +79,16 @@ def train_recipe(feats: Path, out: Path, recipe: Path, nproc: int, reuse: bool, 
     from shoprec.train import launch
 
     if reuse and (out / "metrics.json").exists():
-        return json.loads((out / "metrics.json").read_text())
+        s = json.loads((out / "metrics.json").read_text())
+        import yaml
+
+        want = {**yaml.safe_load(recipe.read_text()).get("model", {}), **overrides.get("model", {})}
+        have = s["config"]["model"]
+        differ = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+        if differ:
+            raise SystemExit(f"{out} was trained with another model config than {recipe.name} (run, recipe): "
+                             f"{differ}; delete it or drop --reuse")
+        return s
     log(f"training {recipe.name} with {nproc} process(es) -> {out}")
     env = {"OMP_NUM_THREADS": "1"} if nproc > 1 else {}
     return launch(feats, out, nproc=nproc, recipe=recipe, max_restarts=0, overrides=overrides, env=env)
@@ -133,6 +144,37 @@ def summarise(s: dict, command: str) -> dict:
         "valid_curve": [round(h["valid_ndcg@10"], 5) for h in hist], "command": command,
     })
     return row
+
+
+def model_size(m: dict) -> str:
+    return f"d={m['d_model']}, {m['n_layers']} layers, {m['n_heads']} heads, max_len {m['max_len']}"
+
+
+def target_popularity(seqs: list[list[int]]) -> dict:
+    """How often the valid and the test targets occur in the training parts (all but the last two items)
+    of all sequences. Test targets are rarer there, because the valid interactions are held out of training:
+    one reason validation scores run above test scores under leave-one-out."""
+    from collections import Counter
+
+    seqs = [s for s in seqs if len(s) >= 3]
+    train = Counter(i for s in seqs for i in s[:-2])
+    with_valid = Counter(i for s in seqs for i in s[:-1])
+    out = {}
+    for name, cut, counts in (("valid_targets_in_train", 2, train), ("test_targets_in_train", 1, train),
+                              ("test_targets_in_train_and_valid", 1, with_valid)):
+        c = np.array([counts[s[-cut]] for s in seqs])
+        out[name] = {"median_count": float(np.median(c)), "never_seen": int((c == 0).sum()),
+                     "seen_under_5_times": int((c < 5).sum())}
+    return out
+
+
+def checkpoint_size(folder: Path) -> str:
+    """Width and depth of a (possibly unfinished) run, read from its last checkpoint's weights."""
+    import torch
+
+    w = torch.load(folder / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["model"]
+    layers = {k.split(".")[1] for k in w if k.startswith("blocks.")}
+    return f"d={w['item_emb.weight'].shape[1]}, {len(layers)} layers"
 
 
 def first_reaching(hist: list[dict], target: float, key: str = "valid_ndcg@10") -> dict | None:
@@ -223,6 +265,7 @@ def main() -> None:
     from shoprec.features import load_items, load_sequences
     result["dataset"]["users"] = len(load_sequences(feats)[0])
     result["dataset"]["items"] = len(load_items(feats))
+    result["dataset"]["target_popularity"] = target_popularity(load_sequences(feats)[1])
 
     peers = None
     if a.recbole_results:
@@ -245,8 +288,11 @@ def main() -> None:
                 "valid_curve": r["curve"],
             }
         result["comparison"] = compare(models, peers, work, a.sasrec_ce_run)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(a.out)
+    if out.exists():  # blocks written by other scripts (seqrec_ensemble.py) are kept
+        result["exploratory"] = json.loads(out.read_text()).get("exploratory", {})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     log(f"wrote {a.out}")
     print(json.dumps({k: {m: {x: v[x] for x in ("ndcg@10", "hr@10")} for m, v in result[k].items()}
                       for k in ("models", "peers") if k in result}, indent=1))
@@ -293,9 +339,10 @@ def compare(models: dict, peers: dict, work: Path, sasrec_ce_run: str | None = N
         rb_cpu = sorted(c["epoch_cpu_seconds"] for c in r["curve"])[len(r["curve"]) // 2]
         my_cpu = sorted(h.get("epoch_cpu_seconds") or 0 for h in mine)[len(mine) // 2]
         out[f"throughput_{m.lower()}"] = {
-            "what": ("median seconds for one pass over all training interactions, same data, same model size "
-                     "(d=64, 2 layers, 2 heads, max_len 50); shoprec side: the same objective, its recipe's loss; "
-                     "CPU seconds are the rank-0 process's"),
+            "what": ("median seconds for one pass over all training interactions, same data; RecBole d=64, 2 "
+                     "layers, 2 heads, max_len 50; shoprec {}; shoprec side: the same objective, its recipe's loss; "
+                     "CPU seconds are the rank-0 process's").format(model_size(models[
+                         "shoprec-best" if m == "SASRec" else "shoprec-bert4rec"]["config"]["model"])),
             "shoprec_run": "shoprec-best" if m == "SASRec" else "shoprec-bert4rec",
             "shoprec_processes": models["shoprec-best" if m == "SASRec" else "shoprec-bert4rec"]["world_size"],
             "recbole_threads": r.get("threads", 1),
@@ -311,7 +358,8 @@ def compare(models: dict, peers: dict, work: Path, sasrec_ce_run: str | None = N
         my_cpu = sorted(h["epoch_cpu_seconds"] for h in hist)[len(hist) // 2]
         my_wall = sorted(h["epoch_seconds"] for h in hist)[len(hist) // 2]
         out["throughput_sasrec_same_loss"] = {
-            "what": "shoprec SASRec with full cross-entropy (RecBole's loss), 1 process, 1 thread; same model size",
+            "what": "shoprec SASRec with full cross-entropy (RecBole's loss), 1 process, 1 thread; "
+                    + checkpoint_size(Path(sasrec_ce_run)) + " (RecBole: d=64, 2 layers)",
             "run": str(sasrec_ce_run), "epochs_measured": len(hist),
             "recbole_epoch_seconds": r["epoch_seconds_median"], "shoprec_epoch_seconds": my_wall,
             "ratio_wall": r["epoch_seconds_median"] / my_wall,

@@ -1,0 +1,43 @@
+"""benchmarks/seqrec.py --reuse: a finished run is reused only if it was trained with the recipe's model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_seqrec", REPO / "benchmarks" / "seqrec.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def finished_run(folder: Path, model: dict) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"config": {"model": model}, "test": {"ndcg@10": 0.05}}))
+    return folder
+
+
+def test_reuse_returns_a_run_of_the_same_recipe(bench, tmp_path):
+    recipe = REPO / "configs" / "seqrec" / "medium.yaml"
+    model = {**yaml.safe_load(recipe.read_text())["model"], "n_items": 10}
+    run = finished_run(tmp_path / "run", model)
+    assert bench.train_recipe(tmp_path, run, recipe, 1, True, {})["test"]["ndcg@10"] == 0.05
+
+
+def test_reuse_refuses_a_run_of_another_model_config(bench, tmp_path):
+    recipe = REPO / "configs" / "seqrec" / "medium.yaml"
+    model = {**yaml.safe_load(recipe.read_text())["model"], "d_model": 8}
+    run = finished_run(tmp_path / "run", model)
+    with pytest.raises(SystemExit, match="d_model"):
+        bench.train_recipe(tmp_path, run, recipe, 1, True, {})
+    # an override that the run was trained with makes it match again
+    assert bench.train_recipe(tmp_path, run, recipe, 1, True, {"model": {"d_model": 8}})

@@ -36,5 +36,5 @@ def test_tiny_run(tmp_path):
         assert res["rerank"][name]["users"] == 12
     assert res["training"]["cross-encoder"]["trainable_params"] < res["training"]["cross-encoder"]["total_params"]
     assert res["training"]["seqrec"]["step_seconds"] > 0
-    assert 0.0 <= res["auc_valid"]["cross-encoder"]["cross-encoder"]["auc_per_user_mean"] <= 1.0 or \
-        res["auc_valid"]["cross-encoder"]["users"] == 0
+    auc = res["auc_valid"]["cross-encoder"]  # only users whose target is in their top 50 have an AUC
+    assert auc["users"] == 0 or 0.0 <= auc["cross-encoder"]["auc_per_user_mean"] <= 1.0

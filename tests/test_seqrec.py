@@ -88,8 +88,9 @@ def test_padding_and_mask_items_are_never_recommended():
     assert scores[0, 0] == float("-inf")
 
 
-def test_save_and_load_round_trip(tmp_path):
-    m = model(emb_norm=True, norm_first=False)
+@pytest.mark.parametrize("extra", [{}, {"score_temperature": 0.1}])
+def test_save_and_load_round_trip(tmp_path, extra):
+    m = model(emb_norm=True, norm_first=False, **extra)
     save_model(m, tmp_path / "m")
     back = load_model(tmp_path / "m")
     seq = left_pad([[1, 2, 3], [4, 5]], 12)

@@ -75,34 +75,44 @@ def main() -> None:
             for cut in (2, 1):
                 np.save(cache / f"{files[name]}.{cut}.npy", log_scores(model, seqs, cut).numpy())
 
-    def row(members: list[str]) -> dict:
-        valid = leave_one_out(sum(scores(n, 2) for n in members) / len(members), seqs, 2)
-        test = leave_one_out(sum(scores(n, 1) for n in members) / len(members), seqs, 1)
+    def row(members: list[str], sums: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """Metrics of the ensemble ``members``, and its summed (valid, test) scores; ``sums`` when at hand."""
+        if sums is None:
+            sums = tuple(sum(scores(n, cut) for n in members) for cut in (2, 1))
+        valid = leave_one_out(sums[0] / len(members), seqs, 2)
+        test = leave_one_out(sums[1] / len(members), seqs, 1)
         r = {"models": list(members), "valid_ndcg@10": valid["ndcg@10"], "valid_hr@10": valid["hr@10"],
              "test_ndcg@10": test["ndcg@10"], "test_hr@10": test["hr@10"]}
         print(f"valid {r['valid_ndcg@10']:.4f}  test {r['test_ndcg@10']:.4f} / HR@10 {r['test_hr@10']:.4f}  "
               f"{'+'.join(members)}", flush=True)
-        return r
+        return r, sums
 
     # Popularity refresh (a check, not part of any recipe): at test time the valid interactions are known
     # history, so each item's log-count can be updated by them; the test score gains log((count in train and
     # valid + 1) / (count in train + 1)).
-    counts = {cut: np.bincount([i for s in seqs for i in s[:-cut]], minlength=scores(names[0], 1).shape[1])
-              for cut in (2, 1)}
+    n_cols = np.load(cache / f"{files[names[0]]}.1.npy", mmap_mode="r").shape[1]
+    counts = {cut: np.bincount([i for s in seqs for i in s[:-cut]], minlength=n_cols) for cut in (2, 1)}
     refresh = torch.from_numpy(np.log1p(counts[1]) - np.log1p(counts[2])).float()
     singles = []
     for n in names:
-        r = row([n])
-        t = leave_one_out(scores(n, 1) + refresh, seqs, 1)
+        r, (_, test_scores) = row([n])
+        t = leave_one_out(test_scores + refresh, seqs, 1)
         r["test_with_popularity_refresh"] = {"ndcg@10": t["ndcg@10"], "hr@10": t["hr@10"]}
         singles.append(r)
     path = [max(singles, key=lambda r: r["valid_ndcg@10"])]
+    path_sums = tuple(scores(path[0]["models"][0], cut) for cut in (2, 1))
     while len(path[-1]["models"]) < len(names):
-        tried = [row(path[-1]["models"] + [n]) for n in names if n not in path[-1]["models"]]
-        best = max(tried, key=lambda r: r["valid_ndcg@10"])
+        best, best_sums = None, None
+        for n in names:
+            if n in path[-1]["models"]:
+                continue
+            r, sums = row(path[-1]["models"] + [n], (path_sums[0] + scores(n, 2), path_sums[1] + scores(n, 1)))
+            if best is None or r["valid_ndcg@10"] > best["valid_ndcg@10"]:
+                best, best_sums = r, sums
         if best["valid_ndcg@10"] <= path[-1]["valid_ndcg@10"]:
             break
         path.append(best)
+        path_sums = best_sums
     out = Path(args.out)
     res = json.loads(out.read_text())
     res.setdefault("exploratory", {})["ensembles"] = {

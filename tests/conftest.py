@@ -22,6 +22,20 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TINY = {"users": 300, "items": 80, "days": 5, "seed": 7}
 
 
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """A script under benchmarks/ imported as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

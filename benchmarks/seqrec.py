@@ -263,9 +263,10 @@ def main() -> None:
     if ddp:
         result["ddp"] = ddp
     from shoprec.features import load_items, load_sequences
-    result["dataset"]["users"] = len(load_sequences(feats)[0])
+    users, seqs = load_sequences(feats)
+    result["dataset"]["users"] = len(users)
     result["dataset"]["items"] = len(load_items(feats))
-    result["dataset"]["target_popularity"] = target_popularity(load_sequences(feats)[1])
+    result["dataset"]["target_popularity"] = target_popularity(seqs)
 
     peers = None
     if a.recbole_results:

@@ -54,14 +54,21 @@ def log(msg: str) -> None:
 
 
 def prepare(data: Path, work: Path) -> Path:
-    """Beauty.txt -> raw events -> ingest -> features; asserts the sequences are the file's."""
+    """Beauty.txt (+ Beauty_item2attributes.json beside it) -> raw events -> ingest -> features; asserts the
+    sequences are the file's. Features made before items had attributes are made again."""
+    import shutil
+
     from shoprec.features import build_features, load_items, load_sequences
-    from shoprec.importers import import_s3rec
+    from shoprec.importers import import_s3rec, s3rec_attributes_file
     from shoprec.ingest import ingest
 
     feats = work / "features"
+    if (feats / "items.parquet").exists() and "attributes" not in load_items(feats):
+        log("features have no item attributes: making them again")
+        for name in ("raw", "ingested", "features"):
+            shutil.rmtree(work / name, ignore_errors=True)
     if not (feats / "sequences.parquet").exists():
-        import_s3rec(data, work / "raw")
+        import_s3rec(data, work / "raw", attributes=s3rec_attributes_file(data))
         ingest(str(work / "raw"), work / "ingested", progress=False)
         build_features(work / "ingested", feats)
     users, seqs = load_sequences(feats)

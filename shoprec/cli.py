@@ -66,11 +66,16 @@ def data_import() -> None:
 @data_import.command("s3rec")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, help="Folder for the raw event log.")
-def data_import_s3rec(file: str, out: str) -> None:
+@click.option("--attributes", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="S3-Rec item2attributes.json for the catalog (default: NAME_item2attributes.json beside FILE).")
+@click.option("--no-attributes", is_flag=True, help="Ignore any item2attributes.json.")
+def data_import_s3rec(file: str, out: str, attributes: str | None, no_attributes: bool) -> None:
     """S3-Rec ``NAME.txt`` (user item item ... per line, time order; timestamps synthesised in that order)."""
-    from shoprec.importers import import_s3rec
+    from shoprec.importers import import_s3rec, s3rec_attributes_file
 
-    _print_json(import_s3rec(file, out))
+    if not no_attributes and attributes is None:
+        attributes = s3rec_attributes_file(file)
+    _print_json(import_s3rec(file, out, attributes=None if no_attributes else attributes))
 
 
 @data_import.command("recbole")

@@ -2,7 +2,8 @@
 
 Writes to one folder:
 
-- ``items.parquet``: the item vocabulary, ``idx`` 1..N (0 is padding), with title, category, count;
+- ``items.parquet``: the item vocabulary, ``idx`` 1..N (0 is padding), with title, category, count and
+  ``attributes`` (category, brand and catalog attributes as tokens, see :func:`item_attribute_tokens`);
 - ``sequences.parquet``: per shopper, the chronological item indices they interacted with
   (product views outside search, clicks, add-to-cart, purchases; a repeat of the previous item is
   dropped). Leave-one-out: the last item is the test target, the second last the validation target,
@@ -96,6 +97,21 @@ def partial_features(ingested: str | Path, out: str | Path) -> dict:
     return {"events": len(events), "interactions": len(rows), "search_pairs": len(pairs)}
 
 
+def item_attribute_tokens(catalog: pd.DataFrame, item_ids: list[str]) -> list[list[str]]:
+    """Each item's catalog category, brand and attributes as tokens (``category=...``, ``brand=...``,
+    ``attr=...``): what the sequential model's ``item_attributes`` option embeds."""
+    columns = {f: catalog[f].to_dict() for f in ("category", "brand", "attributes") if f in catalog}
+    out = []
+    for i in item_ids:
+        tokens = [f"{f}={columns[f].get(i)}" for f in ("category", "brand")
+                  if f in columns and isinstance(columns[f].get(i), str) and columns[f].get(i)]
+        extra = columns["attributes"].get(i) if "attributes" in columns else None
+        if extra is not None and len(extra):
+            tokens += [f"attr={a}" for a in extra]
+        out.append(tokens)
+    return out
+
+
 def merge_features(partials: list[str | Path], catalog: str | Path, out: str | Path, n_negatives: int = 3,
                    seed: int = 0) -> dict:
     """Sequences, vocabulary, split, search pairs and click samples from the partials of all days."""
@@ -114,6 +130,7 @@ def merge_features(partials: list[str | Path], catalog: str | Path, out: str | P
         "title": [catalog["title"].get(i, i) for i in item_ids],
         "category": [catalog["category"].get(i) if "category" in catalog else None for i in item_ids],
         "count": [int(counts[i]) for i in item_ids],
+        "attributes": item_attribute_tokens(catalog, item_ids),
     })
     pq.write_table(pa.Table.from_pandas(items, preserve_index=False), out / "items.parquet")
 

@@ -12,6 +12,8 @@ plus ``import.json`` (what was read and every choice made), so the normal path
   ``purchase`` (the source is reviews of bought products); one session per user.
   ``features`` then reproduces the file's sequences exactly (same users, items and order; checked in
   ``tests/test_importers.py``), which matters because published Beauty numbers are for this exact split.
+  ``NAME_item2attributes.json`` beside the file (``{item: [attribute id, ...]}``: Amazon categories and
+  brand as anonymous ids) becomes the catalog's ``attributes`` (``a<id>``), unless told otherwise.
 - :func:`import_recbole`: RecBole atomic files (``NAME.inter`` and optionally ``NAME.item``), real
   timestamps. The shop's ingest rejects timestamps before 2000-01-01, so if the data is older (ml-100k is
   1997-98) all timestamps are shifted by the same whole number of weeks (recorded in ``import.json``);
@@ -35,7 +37,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shoprec.schema import CATALOG_SCHEMA, partition_name
+from shoprec.schema import CATALOG_ATTRIBUTES, CATALOG_SCHEMA, partition_name
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,9 @@ def write_raw(out: str | Path, events: list[tuple[datetime, str]], catalog: dict
         "brand": [catalog[i].get("brand") for i in ids],
         "price": pa.nulls(len(ids), pa.float64()),
     }, schema=CATALOG_SCHEMA)
+    if any(info.get("attributes") for info in catalog.values()):
+        table = table.append_column(CATALOG_ATTRIBUTES, pa.array([catalog[i].get("attributes") for i in ids],
+                                                                 CATALOG_ATTRIBUTES.type))
     pq.write_table(table, out / "catalog.parquet")
     stats = {**meta, "events": len(events), "days": len(by_day), "catalog_items": len(ids)}
     (out / "import.json").write_text(json.dumps(stats, indent=2))
@@ -81,8 +86,17 @@ def write_raw(out: str | Path, events: list[tuple[datetime, str]], catalog: dict
     return stats
 
 
-def import_s3rec(path: str | Path, out: str | Path, start: datetime = S3REC_START) -> dict:
-    """S3-Rec ``NAME.txt`` (``user item item ...`` per line, time order) to raw events; see module doc."""
+def s3rec_attributes_file(path: str | Path) -> Path | None:
+    """``NAME_item2attributes.json`` beside an S3-Rec ``NAME.txt``, if there is one."""
+    path = Path(path)
+    sibling = path.with_name(f"{path.stem}_item2attributes.json")
+    return sibling if sibling.exists() else None
+
+
+def import_s3rec(path: str | Path, out: str | Path, start: datetime = S3REC_START,
+                 attributes: str | Path | None = None) -> dict:
+    """S3-Rec ``NAME.txt`` (``user item item ...`` per line, time order) to raw events; see module doc.
+    ``attributes``: an S3-Rec ``item2attributes.json`` whose ids become the catalog's ``attributes``."""
     path = Path(path)
     events, catalog, users = [], {}, set()
     with open(path) as f:
@@ -100,6 +114,18 @@ def import_s3rec(path: str | Path, out: str | Path, start: datetime = S3REC_STAR
                 catalog.setdefault(item, {})
     meta = {"format": "s3rec", "source": str(path), "users": len(users),
             "timestamps": f"synthesised: item k of the user on line n at {start.date()} + k days + (n mod 86400) s"}
+    if attributes:
+        attrs = json.loads(Path(attributes).read_text())
+        if not isinstance(attrs, dict):
+            raise ValueError(f"{attributes}: expected a JSON object of item id -> [attribute id, ...]")
+        for item, ids in attrs.items():
+            if not isinstance(ids, list):
+                raise ValueError(f"{attributes}: item {item}: expected a list of attribute ids, not {ids!r}")
+            if item in catalog:
+                catalog[item]["attributes"] = [f"a{a}" for a in ids]
+        with_attrs = sum(1 for info in catalog.values() if info.get("attributes"))
+        meta.update(attributes_source=str(attributes), items_with_attributes=with_attrs,
+                    attribute_ids=len({a for info in catalog.values() for a in info.get("attributes") or []}))
     return write_raw(out, events, catalog, meta)
 
 

@@ -50,6 +50,9 @@ CATALOG_SCHEMA = pa.schema(
         pa.field("price", pa.float64()),
     ]
 )
+# An optional catalog column: other tags of a product (e.g. the anonymous attribute ids of the S3-Rec
+# Amazon files). Catalogs without it stay valid.
+CATALOG_ATTRIBUTES = pa.field("attributes", pa.list_(pa.string()))
 
 QUARANTINE_SCHEMA = pa.schema(
     [

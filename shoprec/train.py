@@ -45,6 +45,11 @@ class TrainConfig:
     """AdamW learning rate."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    lr_schedule: str = "constant"
+    """``constant``: ``lr`` throughout (early stopping decides when to end); ``linear``: linear decay to 0
+    over ``epochs`` (after ``warmup_ratio`` of them), so ``epochs`` is then a budget, not just a cap."""
+    warmup_ratio: float = 0.0
+    """Fraction of all optimizer steps spent warming up linearly from 0."""
     patience: int = 5
     """Stop after this many epochs without a better validation NDCG@10."""
     seed: int = 0
@@ -65,6 +70,10 @@ class TrainConfig:
     validate, checkpoint and export the average instead of the raw weights (0: off). Averaging smooths
     the noise of small, sparse datasets at the cost of one extra copy of the weights."""
     model: SeqRecConfig = field(default_factory=SeqRecConfig)
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("constant", "linear"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'linear', not {self.lr_schedule!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -100,6 +109,22 @@ class TrainSequences(Dataset):
 
     def __getitem__(self, i):
         return self.seqs[i]
+
+
+def item_attribute_table(items, n_items: int) -> tuple[torch.Tensor, list[str]]:
+    """(n_items + 2, A) attribute ids per item index (row = ``idx``, 0-padded) and the attribute vocabulary
+    (id k is ``vocab[k - 1]``), from the ``attributes`` column of the features' items."""
+    if "attributes" not in items:
+        raise ValueError("model.item_attributes is on but the features' items.parquet has no 'attributes' column "
+                         "(features built before shoprec had item attributes: rebuild them)")
+    vocab = sorted({t for tokens in items["attributes"] for t in tokens})
+    ids = {t: k for k, t in enumerate(vocab, start=1)}
+    width = max(1, max((len(tokens) for tokens in items["attributes"]), default=1))
+    table = torch.zeros(n_items + 2, width, dtype=torch.long)
+    for idx, tokens in zip(items["idx"], items["attributes"]):
+        for j, t in enumerate(tokens):
+            table[int(idx), j] = ids[t]
+    return table, vocab
 
 
 def make_batch(batch: list[list[int]], cfg: SeqRecConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,8 +198,15 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
     users, seqs = load_sequences(features)
     items = load_items(features)
     cfg.model.n_items = len(items)
+    attribute_table = None
+    if cfg.model.item_attributes:
+        attribute_table, vocab = item_attribute_table(items, len(items))
+        cfg.model.n_attributes, cfg.model.max_item_attributes = len(vocab), attribute_table.shape[1]
+        if is_main:
+            log.info("item attributes: %d tokens, %d of %d items have some", len(vocab),
+                     int((attribute_table[1:-1] > 0).any(1).sum()), len(items))
     torch.manual_seed(cfg.seed)
-    model = SeqRec(cfg.model).to(device)
+    model = SeqRec(cfg.model, attribute_table).to(device)
     data = TrainSequences(seqs, cfg.model.max_len)
     lengths = [len(s) for s in data.seqs]
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)  # masking (BERT4Rec) and batching
@@ -203,7 +235,7 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
                                                               world), device))
 
     fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                        warmup_ratio=0.0, lr_schedule="constant", max_grad_norm=0.0, patience=cfg.patience,
+                        warmup_ratio=cfg.warmup_ratio, lr_schedule=cfg.lr_schedule, max_grad_norm=0.0, patience=cfg.patience,
                         metric="ndcg@10", mode="max", seed=cfg.seed, amp=cfg.amp,
                         max_train_minutes=cfg.max_train_minutes, progress=progress, ema_decay=cfg.ema_decay)
     run = fit(model, data, lambda batch: trim(*make_batch(batch, cfg.model, gen)), loss_fn, evaluate_valid, out,

@@ -27,3 +27,11 @@ def test_features_split_and_vocabulary(tiny_features):
     assert pairs["clicked"].any() and (~pairs["clicked"]).any()
     samples = pd.read_parquet(tiny_features / "click_samples.parquet")
     assert set(samples["clicked"]) == {0, 1} and samples["history"].str.len().min() > 0
+
+
+def test_item_attributes_are_category_and_brand_tokens(tiny_features):
+    items = load_items(tiny_features)
+    # the simulated shop's brand is the first word of the title
+    first = items.iloc[0]
+    assert list(first["attributes"]) == [f"category={first['category']}", f"brand={first['title'].split()[0]}"]
+    assert items["attributes"].map(len).eq(2).all()

@@ -41,6 +41,35 @@ def test_s3rec_keeps_users_items_and_order(tmp_path):
     assert got == {u: s for u, s in ref.items() if len(s) >= 3}
 
 
+def test_s3rec_attributes_reach_the_catalog_and_the_item_features(tmp_path):
+    from click.testing import CliRunner
+
+    from shoprec.cli import main
+
+    src = tmp_path / "Tiny.txt"
+    src.write_text("1 5 3 9\n2 3 5 7\n")
+    (tmp_path / "Tiny_item2attributes.json").write_text(json.dumps({"5": [1, 2], "3": [2], "42": [9]}))
+    result = CliRunner().invoke(main, ["data", "import", "s3rec", str(src), "--out", str(tmp_path / "raw")])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "raw" / "import.json").read_text())
+    # item 42 is in the attribute file but never bought: it is not in the catalog
+    assert meta["items_with_attributes"] == 2 and meta["attribute_ids"] == 2
+    catalog = {r["item_id"]: r["attributes"] for r in pq.read_table(tmp_path / "raw" / "catalog.parquet").to_pylist()}
+    assert catalog == {"3": ["a2"], "5": ["a1", "a2"], "7": None, "9": None}
+    _, info = pipeline(tmp_path / "raw", tmp_path)
+    tokens = dict(zip(info["items"]["item_id"], info["items"]["attributes"].map(list)))
+    assert tokens == {"3": ["attr=a2"], "5": ["attr=a1", "attr=a2"], "7": [], "9": []}
+    # --no-attributes ignores the file beside the data
+    result = CliRunner().invoke(main, ["data", "import", "s3rec", str(src), "--out", str(tmp_path / "plain"),
+                                       "--no-attributes"])
+    assert result.exit_code == 0, result.output
+    assert "items_with_attributes" not in json.loads((tmp_path / "plain" / "import.json").read_text())
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"5": 3}))
+    with pytest.raises(ValueError, match="item 5"):
+        import_s3rec(src, tmp_path / "raw2", attributes=bad)
+
+
 def test_recbole_uses_timestamps_titles_and_shifts_old_times(tmp_path):
     folder = tmp_path / "rb"
     folder.mkdir()

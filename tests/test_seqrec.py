@@ -145,3 +145,62 @@ def test_score_temperature_gives_cosine_over_temperature_and_ignores_norms():
         assert torch.isfinite(m.loss(hs, y, generator=torch.Generator().manual_seed(0)))
     with pytest.raises(ValueError):
         SeqRecConfig(score_temperature=-1.0)
+
+
+def attribute_model(**kw) -> SeqRec:
+    # items 1 and 2 share attribute 1; item 3 has attributes 1 and 2; the other items have none
+    table = torch.zeros(42, 2, dtype=torch.long)
+    table[1, 0] = table[2, 0] = table[3, 0] = 1
+    table[3, 1] = 2
+    torch.manual_seed(0)
+    cfg = SeqRecConfig(n_items=40, max_len=12, d_model=16, n_heads=2, n_layers=1, dropout=0.0,
+                       item_attributes=True, n_attributes=2, max_item_attributes=2, **kw)
+    return SeqRec(cfg, table).eval()
+
+
+def test_item_attributes_add_the_mean_attribute_vector_to_inputs_and_outputs(tmp_path):
+    m = attribute_model()
+    own, attr = m.item_emb.weight, m.attr_emb.weight
+    table = m.item_table()
+    torch.testing.assert_close(table[1], own[1] + attr[1])
+    torch.testing.assert_close(table[3], own[3] + (attr[1] + attr[2]) / 2)
+    torch.testing.assert_close(table[7], own[7])  # no attributes: its own vector only
+    assert not table[0].any()  # padding stays zero
+    torch.testing.assert_close(m.item_weights(), table[:41])
+    # the input side reads the same table: changing a shared attribute moves both items' states
+    seq = left_pad([[1], [2], [7]], 12)
+    before = m(seq)[:, -1].clone()
+    with torch.no_grad():
+        m.attr_emb.weight[1] += torch.randn(16)  # not a constant shift, which LayerNorm would remove
+    after = m(seq)[:, -1]
+    assert not torch.allclose(before[0], after[0]) and not torch.allclose(before[1], after[1])
+    torch.testing.assert_close(before[2], after[2])
+    # training reaches the attribute vectors, and a saved model keeps its item-to-attribute table
+    m.train()
+    m.loss(m(left_pad([[1, 2, 3]], 12)), left_pad([[2, 3, 4]], 12)).backward()
+    assert m.attr_emb.weight.grad[1:].abs().sum() > 0
+    save_model(m.eval(), tmp_path / "m")
+    back = load_model(tmp_path / "m")
+    assert torch.equal(back.item_attrs, m.item_attrs)
+    seq = left_pad([[1, 2, 3], [4, 5]], 12)
+    torch.testing.assert_close(m.next_item_scores(seq), back.next_item_scores(seq))
+
+
+def test_item_attribute_table_must_match_the_config():
+    cfg = SeqRecConfig(n_items=40, d_model=16, item_attributes=True, n_attributes=2, max_item_attributes=2)
+    with pytest.raises(ValueError, match="item_attributes has shape"):
+        SeqRec(cfg, torch.zeros(41, 2, dtype=torch.long))
+
+
+def test_id_dropout_leaves_only_attributes_for_some_items_in_training():
+    m = attribute_model(id_dropout=0.5)
+    torch.testing.assert_close(m.item_table(), m.item_emb.weight + m.attr_emb(m.item_attrs))  # eval: off
+    m.train()
+    torch.manual_seed(1)
+    table = m.item_table()
+    attrs = m.attr_emb(m.item_attrs)
+    dropped = torch.isclose(table, attrs).all(1) & m.item_emb.weight.abs().sum(1).gt(0)
+    kept = torch.isclose(table, m.item_emb.weight + attrs).all(1)
+    assert 5 < int(dropped.sum()) < 37 and bool((dropped | kept).all())
+    with pytest.raises(ValueError, match="id_dropout"):
+        SeqRecConfig(id_dropout=0.2)  # without item_attributes an item would have nothing left

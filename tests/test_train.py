@@ -89,3 +89,33 @@ def test_ema_weights_are_the_ones_validated_exported_and_resumed(tiny_features, 
     resumed = train(tiny_features, out, TrainConfig.from_dict({**cfg, "epochs": 3}), progress=False)
     straight = train(tiny_features, tmp_path / "straight", TrainConfig.from_dict({**cfg, "epochs": 3}), progress=False)
     assert [h["valid_ndcg@10"] for h in resumed["history"]] == [h["valid_ndcg@10"] for h in straight["history"]]
+
+
+def test_item_attributes_train_from_the_features_and_are_exported(tiny_features, tmp_path):
+    from shoprec.features import load_items
+    from shoprec.train import item_attribute_table
+
+    items = load_items(tiny_features)
+    table, vocab = item_attribute_table(items, len(items))
+    assert table.shape == (len(items) + 2, 2) and not table[0].any() and not table[-1].any()
+    row = items.iloc[3]
+    assert [vocab[k - 1] for k in table[int(row["idx"])].tolist()] == list(row["attributes"])
+    cfg = TrainConfig.from_dict({**TINY, "epochs": 1, "model": {**TINY["model"], "item_attributes": True}})
+    summary = train(tiny_features, tmp_path / "m", cfg, progress=False)
+    model = load_model(tmp_path / "m")
+    assert model.cfg.n_attributes == len(vocab) and torch.equal(model.item_attrs, table)
+    assert summary["valid"]["count"] > 0
+    with pytest.raises(ValueError, match="no 'attributes' column"):
+        item_attribute_table(items.drop(columns="attributes"), len(items))
+
+
+def test_linear_schedule_decays_to_zero_over_the_epoch_budget(tiny_features, tmp_path):
+    cfg = TrainConfig.from_dict({**TINY, "epochs": 2, "lr_schedule": "linear", "warmup_ratio": 0.1})
+    train(tiny_features, tmp_path / "m", cfg, progress=False)
+    sched = torch.load(tmp_path / "m" / "checkpoints" / "last.pt", weights_only=False)["sched"]
+    assert sched["_last_lr"][0] == pytest.approx(0.0, abs=1e-12) and sched["base_lrs"][0] == TINY["lr"]
+    constant = train(tiny_features, tmp_path / "c", TrainConfig.from_dict({**TINY, "epochs": 1}), progress=False)
+    assert constant["epochs_run"] == 1
+    assert torch.load(tmp_path / "c" / "checkpoints" / "last.pt", weights_only=False)["sched"]["_last_lr"][0] == TINY["lr"]
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="cosine")

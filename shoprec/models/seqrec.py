@@ -4,7 +4,9 @@
   and predicted (cloze). At inference a [MASK] is appended after the history.
 - ``objective="sasrec"``: causal attention; every position predicts the next item.
 
-Scores are dot products with the (tied) item embedding table. Losses: full softmax cross-entropy,
+Scores are dot products with the (tied) item embedding table. With ``item_attributes`` an item's
+embedding is its own vector plus the mean of its catalog attributes' vectors (category, brand, ...), so
+items seen a few times borrow from the others of their brand and category. Losses: full softmax cross-entropy,
 sampled softmax over uniform negatives, or gBCE (gSASRec, Petrov & Macdonald 2023).
 
 The layers call ``scaled_dot_product_attention`` with one (B, 1, L, L) mask for all heads. Positions are
@@ -71,12 +73,26 @@ class SeqRecConfig:
     """If > 0, a score is the cosine of the hidden state and the item embedding divided by this
     temperature (e.g. 0.05) instead of their dot product: item popularity can no longer grow an
     embedding's norm, and the temperature alone sets how peaked the softmax is (0: dot product)."""
+    item_attributes: bool = False
+    """Add to every item's embedding (input and output) the mean embedding of its catalog attributes
+    (``attributes`` column of the features' items: category, brand and any attribute tokens), learned and
+    shared by all items that have them. Helps rare items, which otherwise have little to learn from."""
+    n_attributes: int = 0
+    """Size of the attribute vocabulary (set from the features when ``item_attributes`` is on; 0 is padding)."""
+    max_item_attributes: int = 0
+    """Most attributes of one item (set from the features; the width of the item-to-attributes table)."""
+    id_dropout: float = 0.0
+    """Training only, with ``item_attributes``: each item's own vector is left out (only its attributes
+    remain) with this probability, drawn per item each time the item table is built, so the attribute
+    vectors learn to stand in for items that are seen rarely (0: off)."""
 
     def __post_init__(self):
         if self.objective not in ("sasrec", "bert4rec"):
             raise ValueError(f"objective must be 'sasrec' or 'bert4rec', not {self.objective!r}")
         if self.loss not in ("ce", "sampled_softmax", "gbce"):
             raise ValueError(f"loss must be 'ce', 'sampled_softmax' or 'gbce', not {self.loss!r}")
+        if not 0 <= self.id_dropout < 1 or (self.id_dropout and not self.item_attributes):
+            raise ValueError(f"id_dropout must be in [0, 1) and needs item_attributes, not {self.id_dropout}")
         if self.score_temperature < 0:
             raise ValueError(f"score_temperature must be >= 0, not {self.score_temperature}")
         if self.d_model % self.n_heads:
@@ -134,11 +150,22 @@ class Block(nn.Module):
 
 
 class SeqRec(nn.Module):
-    def __init__(self, cfg: SeqRecConfig):
+    def __init__(self, cfg: SeqRecConfig, item_attributes: torch.Tensor | None = None):
+        """``item_attributes``: (n_items + 2, max_item_attributes) attribute ids per item index, 0-padded
+        (only with ``cfg.item_attributes``; a loaded model gets it from its saved state)."""
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
         self.item_emb = nn.Embedding(cfg.n_items + 2, d, padding_idx=PAD)
+        self.attr_emb = None
+        if cfg.item_attributes:
+            shape = (cfg.n_items + 2, max(1, cfg.max_item_attributes))
+            if item_attributes is None:
+                item_attributes = torch.zeros(shape, dtype=torch.long)
+            if tuple(item_attributes.shape) != shape:
+                raise ValueError(f"item_attributes has shape {tuple(item_attributes.shape)}, expected {shape}")
+            self.register_buffer("item_attrs", item_attributes.long().clone())
+            self.attr_emb = nn.EmbeddingBag(cfg.n_attributes + 1, d, mode="mean", padding_idx=PAD)
         self.pos_emb = nn.Embedding(cfg.max_len, d)
         self.emb_norm = nn.LayerNorm(d) if cfg.emb_norm else None
         self.emb_drop = nn.Dropout(cfg.dropout)
@@ -153,6 +180,19 @@ class SeqRec(nn.Module):
         nn.init.normal_(self.pos_emb.weight, std=cfg.init_std)
         with torch.no_grad():
             self.item_emb.weight[PAD].zero_()
+            if self.attr_emb is not None:
+                nn.init.normal_(self.attr_emb.weight, std=cfg.init_std)
+                self.attr_emb.weight[PAD].zero_()
+
+    def item_table(self) -> torch.Tensor:
+        """Embeddings of all item indices (padding, items, [MASK]): own vector + mean attribute vector."""
+        if self.attr_emb is None:
+            return self.item_emb.weight
+        own = self.item_emb.weight
+        if self.training and self.cfg.id_dropout:
+            own = own * (torch.rand(own.shape[0], 1, device=own.device) >= self.cfg.id_dropout)
+        # a bag of only padding gives a zero vector, so items without attributes keep their own vector
+        return own + self.attr_emb(self.item_attrs)
 
     def attention_mask(self, seq: torch.Tensor) -> torch.Tensor:
         """Boolean (B, 1, L, L), True where a query position may attend to a key position.
@@ -175,7 +215,7 @@ class SeqRec(nn.Module):
         """
         L = seq.shape[1]
         pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=seq.device)
-        x = self.item_emb(seq)
+        x = self.item_emb(seq) if self.attr_emb is None else F.embedding(seq, self.item_table())
         if self.cfg.emb_scale:
             x = x * math.sqrt(self.cfg.d_model)
         x = x + self.pos_emb(pos)
@@ -190,7 +230,7 @@ class SeqRec(nn.Module):
 
     def item_weights(self) -> torch.Tensor:
         """Output embeddings of padding + real items (the [MASK] item is never a candidate)."""
-        return self.item_emb.weight[: self.cfg.n_items + 1]
+        return self.item_table()[: self.cfg.n_items + 1]
 
     def output_weights(self) -> torch.Tensor:
         """Item embeddings as the scores use them: unit length over the temperature in cosine mode."""

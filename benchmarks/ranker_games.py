@@ -97,7 +97,8 @@ def prepare(data: Path, work: Path, max_users: int) -> tuple[Path, list[str], li
         source = sub
     titles_by_id = read_titles(data / "Games-6k.item")
     feats = work / "features"
-    if not (feats / "sequences.parquet").exists():
+    # features made before items had an attributes column (which medium.yaml's model reads) are made again
+    if not (feats / "sequences.parquet").exists() or "attributes" not in load_items(feats):
         for d in ("raw", "ingested", "features"):
             shutil.rmtree(work / d, ignore_errors=True)
         import_s3rec(source, work / "raw")

@@ -213,6 +213,8 @@ def main() -> None:
     ap.add_argument("--sasrec-ce-run", default=None,
                     help="a shoprec SASRec run with full cross-entropy (RecBole's loss), 1 process: its epoch times "
                          "are compared with RecBole SASRec's too (metrics.json or checkpoints/last.pt)")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=FOLDER",
+                    help="a finished run (its metrics.json) reported as one more model row, e.g. an ablation")
     ap.add_argument("--note", action="append", default=[], help="a line for the result's notes (conditions)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "seqrec-beauty.json"))
     a = ap.parse_args()
@@ -236,6 +238,13 @@ def main() -> None:
         s = train_recipe(feats, work / name, Path(recipe), a.nproc, a.reuse, per_process(recipe, a.nproc))
         models[name] = summarise(s, command) | {"recipe": str(Path(recipe).relative_to(REPO))}
         log(f"{name}: test ndcg@10 {s['test']['ndcg@10']:.4f} hr@10 {s['test']['hr@10']:.4f}")
+
+    for spec in a.also:
+        name, _, folder = spec.partition("=")
+        if not folder or not (Path(folder) / "metrics.json").exists():
+            raise SystemExit(f"--also {spec!r}: expected NAME=FOLDER of a finished run (with metrics.json)")
+        models[name] = summarise(json.loads((Path(folder) / "metrics.json").read_text()), command) | {"run": folder}
+        log(f"{name} ({folder}): test ndcg@10 {models[name]['ndcg@10']:.4f} hr@10 {models[name]['hr@10']:.4f}")
 
     ddp = None
     if a.ddp_compare:

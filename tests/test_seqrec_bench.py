@@ -37,3 +37,22 @@ def test_reuse_refuses_a_run_of_another_model_config(bench, tmp_path):
         bench.train_recipe(tmp_path, run, recipe, 1, True, {})
     # an override that the run was trained with makes it match again
     assert bench.train_recipe(tmp_path, run, recipe, 1, True, {"model": {"d_model": 8}})
+
+
+def test_prepare_brings_the_attribute_file_and_remakes_features_without_attributes(bench, tmp_path):
+    import pyarrow.parquet as pq
+
+    from shoprec.features import load_items
+
+    data = tmp_path / "Tiny.txt"
+    data.write_text("1 5 3 9 4\n2 3 5 7 9\n3 7 5 3\n")
+    (tmp_path / "Tiny_item2attributes.json").write_text(json.dumps({"5": [1, 2], "3": [2]}))
+    work = tmp_path / "work"
+    feats = bench.prepare(data, work)
+    tokens = dict(zip(load_items(feats)["item_id"], load_items(feats)["attributes"].map(list)))
+    assert tokens["5"] == ["attr=a1", "attr=a2"] and tokens["9"] == []
+    # features made before items had attributes are made again, from the same file
+    items = pq.read_table(feats / "items.parquet").drop(["attributes"])
+    pq.write_table(items, feats / "items.parquet")
+    bench.prepare(data, work)
+    assert "attributes" in load_items(feats)

@@ -73,9 +73,11 @@ def data_import_s3rec(file: str, out: str, attributes: str | None, no_attributes
     """S3-Rec ``NAME.txt`` (user item item ... per line, time order; timestamps synthesised in that order)."""
     from shoprec.importers import import_s3rec, s3rec_attributes_file
 
-    if not no_attributes and attributes is None:
+    if no_attributes:
+        attributes = None
+    elif attributes is None:
         attributes = s3rec_attributes_file(file)
-    _print_json(import_s3rec(file, out, attributes=None if no_attributes else attributes))
+    _print_json(import_s3rec(file, out, attributes=attributes))
 
 
 @data_import.command("recbole")

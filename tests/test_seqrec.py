@@ -167,6 +167,9 @@ def test_item_attributes_add_the_mean_attribute_vector_to_inputs_and_outputs(tmp
     torch.testing.assert_close(table[7], own[7])  # no attributes: its own vector only
     assert not table[0].any()  # padding stays zero
     torch.testing.assert_close(m.item_weights(), table[:41])
+    # next_item_scores builds the table once for both sides: the same scores as building it twice
+    seq = left_pad([[1, 2, 3], [7]], 12)
+    torch.testing.assert_close(m.next_item_scores(seq), m.scores(m(seq)[:, -1]))
     # the input side reads the same table: changing a shared attribute moves both items' states
     seq = left_pad([[1], [2], [7]], 12)
     before = m(seq)[:, -1].clone()

@@ -207,15 +207,19 @@ class SeqRec(nn.Module):
             allowed = allowed & torch.ones(L, L, dtype=torch.bool, device=seq.device).tril()
         return allowed | eye
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """Hidden states (B, L, d) for left-padded item sequences (B, L), L <= max_len.
+    def forward(self, seq: torch.Tensor, item_table: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states (B, L, d) for left-padded item sequences (B, L), L <= max_len. ``item_table``: the
+        :meth:`item_table` already built for this step (with attributes, building it reads every item's).
 
         Positions count back from the end (the last column is always position ``max_len - 1``), so a
         batch cut to its longest sequence (:func:`trim`) gives exactly the states of the full-width one.
         """
         L = seq.shape[1]
         pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=seq.device)
-        x = self.item_emb(seq) if self.attr_emb is None else F.embedding(seq, self.item_table())
+        if self.attr_emb is None:
+            x = self.item_emb(seq)
+        else:
+            x = F.embedding(seq, self.item_table() if item_table is None else item_table)
         if self.cfg.emb_scale:
             x = x * math.sqrt(self.cfg.d_model)
         x = x + self.pos_emb(pos)
@@ -228,13 +232,13 @@ class SeqRec(nn.Module):
             x = block(x, allowed)
         return self.norm(x)
 
-    def item_weights(self) -> torch.Tensor:
+    def item_weights(self, item_table: torch.Tensor | None = None) -> torch.Tensor:
         """Output embeddings of padding + real items (the [MASK] item is never a candidate)."""
-        return self.item_table()[: self.cfg.n_items + 1]
+        return (self.item_table() if item_table is None else item_table)[: self.cfg.n_items + 1]
 
-    def output_weights(self) -> torch.Tensor:
+    def output_weights(self, item_table: torch.Tensor | None = None) -> torch.Tensor:
         """Item embeddings as the scores use them: unit length over the temperature in cosine mode."""
-        w = self.item_weights()
+        w = self.item_weights(item_table)
         if self.cfg.score_temperature:
             w = F.normalize(w, dim=-1) / self.cfg.score_temperature
         return w
@@ -242,8 +246,8 @@ class SeqRec(nn.Module):
     def query(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.normalize(hidden, dim=-1) if self.cfg.score_temperature else hidden
 
-    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.query(hidden) @ self.output_weights().T
+    def scores(self, hidden: torch.Tensor, item_table: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.query(hidden) @ self.output_weights(item_table).T
         logits[..., PAD] = float("-inf")
         return logits
 
@@ -283,7 +287,8 @@ class SeqRec(nn.Module):
             mask = torch.full_like(histories[:, :1], self.cfg.mask_token)
             histories = torch.cat([histories[:, -(self.cfg.max_len - 1):], mask], dim=1)
         (histories,) = trim(histories)
-        return self.scores(self(histories)[:, -1])
+        table = self.item_table() if self.attr_emb is not None else None  # built once for both sides
+        return self.scores(self(histories, table)[:, -1], table)
 
 
 def trim(*batch: torch.Tensor) -> tuple[torch.Tensor, ...]:

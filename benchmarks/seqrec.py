@@ -4,8 +4,8 @@
 
 1. imports ``Beauty.txt`` (S3-Rec split) through the shop's own path: importer -> raw event log ->
    ``ingest`` -> ``features``, and checks that the sequences are exactly the file's (same users, items, order);
-2. trains and tests each recipe with torchrun: ``medium.yaml`` (the best: SASRec, full cross-entropy),
-   ``medium-ss.yaml`` (SASRec, sampled softmax, 5x cheaper per epoch) and ``medium-bert4rec.yaml``; with
+2. trains and tests each recipe with torchrun: ``medium.yaml`` (the best single model: SASRec, full
+   cross-entropy), ``medium-ensemble.yaml`` (the best: three medium.yaml members, one after another), ``medium-ss.yaml`` (SASRec, sampled softmax, 5x cheaper per epoch) and ``medium-bert4rec.yaml``; with
    ``--nproc N`` each process takes ``batch_size / N`` so the global batch is the recipe's. Test metrics come
    from the best-validation checkpoint (leave-one-out, all items ranked, history removed). ``--ddp-compare``
    also trains ``medium-ss.yaml`` with the other process count (1 vs 2) and compares quality and throughput;
@@ -89,12 +89,20 @@ def train_recipe(feats: Path, out: Path, recipe: Path, nproc: int, reuse: bool, 
         s = json.loads((out / "metrics.json").read_text())
         import yaml
 
-        want = {**yaml.safe_load(recipe.read_text()).get("model", {}), **overrides.get("model", {})}
-        have = s["config"]["model"]
-        differ = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
-        if differ:
-            raise SystemExit(f"{out} was trained with another model config than {recipe.name} (run, recipe): "
-                             f"{differ}; delete it or drop --reuse")
+        from shoprec.ensemble import merge_overrides, recipe_members
+
+        members = recipe_members(recipe) or [{}]  # an ensemble recipe: each member's model config is checked
+        runs = s["config"]["members"] if "members" in s["config"] else [s["config"]]
+        if len(runs) != len(members):
+            raise SystemExit(f"{out} has {len(runs)} member(s), {recipe.name} {len(members)}; delete it or drop --reuse")
+        for member, run in zip(members, runs):
+            want = {**yaml.safe_load(recipe.read_text()).get("model", {}),
+                    **merge_overrides(member, overrides)["model"]}
+            have = run["model"]
+            differ = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+            if differ:
+                raise SystemExit(f"{out} was trained with another model config than {recipe.name} (run, recipe): "
+                                 f"{differ}; delete it or drop --reuse")
         return s
     log(f"training {recipe.name} with {nproc} process(es) -> {out}")
     env = {"OMP_NUM_THREADS": "1"} if nproc > 1 else {}
@@ -137,19 +145,22 @@ def load_recbole(folder: Path) -> dict:
 
 
 def summarise(s: dict, command: str) -> dict:
-    hist = s["history"]
+    hist = s["history"]  # empty for an ensemble, whose members' figures are in s["members"]
     best = s["best_epoch"]
     row = {k: s["test"][k] for k in METRIC_KEYS}
     row.update({
         "valid_ndcg@10": s["valid"]["ndcg@10"], "best_epoch": best, "epochs_run": s["epochs_run"],
         "train_seconds": s["train_seconds"], "train_cpu_seconds": s.get("train_cpu_seconds"),
         "elapsed_seconds": s.get("elapsed_seconds"),
-        "epoch_seconds_median": sorted(h["epoch_seconds"] for h in hist)[len(hist) // 2],
-        "epoch_cpu_seconds_median": sorted(h.get("epoch_cpu_seconds") or 0 for h in hist)[len(hist) // 2],
+        "epoch_seconds_median": sorted(h["epoch_seconds"] for h in hist)[len(hist) // 2] if hist else None,
+        "epoch_cpu_seconds_median": (sorted(h.get("epoch_cpu_seconds") or 0 for h in hist)[len(hist) // 2]
+                                     if hist else None),
         "sequences_per_s": s["sequences_per_s"], "world_size": s["world_size"],
         "objective": s["objective"], "loss": s["loss"], "config": s["config"],
         "valid_curve": [round(h["valid_ndcg@10"], 5) for h in hist], "command": command,
     })
+    if "members" in s:
+        row["members"] = s["members"]
     return row
 
 
@@ -196,6 +207,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(BEAUTY))
     ap.add_argument("--work", default=str(REPO / ".shoprec" / "bench" / "seqrec"))
     ap.add_argument("--recipe", default=str(REPO / "configs" / "seqrec" / "medium.yaml"))
+    ap.add_argument("--ensemble-recipe", default=str(REPO / "configs" / "seqrec" / "medium-ensemble.yaml"),
+                    help="three medium.yaml models scored together (shoprec/ensemble.py): the best model")
     ap.add_argument("--ss-recipe", default=str(REPO / "configs" / "seqrec" / "medium-ss.yaml"))
     ap.add_argument("--bert4rec-recipe", default=str(REPO / "configs" / "seqrec" / "medium-bert4rec.yaml"))
     ap.add_argument("--nproc", type=int, default=2)
@@ -233,8 +246,8 @@ def main() -> None:
         batch = yaml.safe_load(Path(recipe).read_text()).get("batch_size", 128)
         return {**overrides, "batch_size": max(1, batch // nproc)} if nproc > 1 else dict(overrides)
 
-    for name, recipe in (("shoprec-best", a.recipe), ("shoprec-sasrec-ss", a.ss_recipe),
-                         ("shoprec-bert4rec", a.bert4rec_recipe)):
+    for name, recipe in (("shoprec-best", a.recipe), ("shoprec-ensemble", a.ensemble_recipe),
+                         ("shoprec-sasrec-ss", a.ss_recipe), ("shoprec-bert4rec", a.bert4rec_recipe)):
         s = train_recipe(feats, work / name, Path(recipe), a.nproc, a.reuse, per_process(recipe, a.nproc))
         models[name] = summarise(s, command) | {"recipe": str(Path(recipe).relative_to(REPO))}
         log(f"{name}: test ndcg@10 {s['test']['ndcg@10']:.4f} hr@10 {s['test']['hr@10']:.4f}")

@@ -9,7 +9,7 @@ Scores are cached as float32 ``.npy`` files named by the weights' digest (about 
     .venv/bin/python benchmarks/seqrec_ensemble.py --features .shoprec/bench/seqrec/features \\
         --out benchmarks/results/seqrec-beauty.json .shoprec/runs/A .shoprec/runs/B ...
 
-Adds (or replaces) ``exploratory["ensembles"]`` in ``--out``.
+Adds (or replaces) ``exploratory[KEY]`` in ``--out`` (``--key``, default ``ensembles``).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--cache", default=".shoprec/bench/seqrec-ensemble", help="per-model score files, reused")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--key", default="ensembles", help='the entry of ``exploratory`` written in --out')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     _, seqs = load_sequences(args.features)
@@ -115,7 +116,7 @@ def main() -> None:
         path_sums = best_sums
     out = Path(args.out)
     res = json.loads(out.read_text())
-    res.setdefault("exploratory", {})["ensembles"] = {
+    res.setdefault("exploratory", {})[args.key] = {
         "command": " ".join(["benchmarks/seqrec_ensemble.py"] + sys.argv[1:]),
         "method": "mean of the members' log-softmax scores; history items excluded; members by greedy forward "
                   "selection on validation NDCG@10",

@@ -92,6 +92,9 @@ def load_recipe(path: str | Path | None, **overrides) -> TrainConfig:
 
     d = yaml.safe_load(Path(path).read_text()) if path else {}
     d = d or {}
+    if "members" in d:
+        raise ValueError(f"{path} is an ensemble recipe (it has members:): train it with shoprec.train.launch, "
+                         "`shoprec train seqrec` or `python -m shoprec.ensemble`, which train one model per member")
     model_over = overrides.pop("model", {}) or {}
     d.update({k: v for k, v in overrides.items() if v is not None})
     d["model"] = {**d.get("model", {}), **model_over}
@@ -296,7 +299,12 @@ def torchrun_command(features: str | Path, out: str | Path, nproc: int = 2, reci
 
 def launch(features: str | Path, out: str | Path, nproc: int = 2, recipe: str | Path | None = None,
            max_restarts: int = 3, overrides: dict | None = None, env: dict | None = None) -> dict:
-    """Run :func:`train` under ``torchrun`` with ``nproc`` workers; returns the summary rank 0 wrote."""
+    """Run :func:`train` under ``torchrun`` with ``nproc`` workers; returns the summary rank 0 wrote. An
+    ensemble recipe (with ``members:``) trains each member so, then the ensemble (:mod:`shoprec.ensemble`)."""
+    from shoprec.ensemble import recipe_members, train_ensemble
+
+    if recipe_members(recipe) is not None:
+        return train_ensemble(features, out, recipe, nproc, max_restarts, overrides, env)
     cmd = torchrun_command(features, out, nproc, recipe, max_restarts, overrides)
     log.info("running: %s", " ".join(cmd))
     subprocess.run(cmd, check=True, env={**os.environ, **(env or {})})

@@ -39,6 +39,23 @@ def test_reuse_refuses_a_run_of_another_model_config(bench, tmp_path):
     assert bench.train_recipe(tmp_path, run, recipe, 1, True, {"model": {"d_model": 8}})
 
 
+def test_reuse_checks_each_member_of_an_ensemble_recipe(bench, tmp_path):
+    recipe = REPO / "configs" / "seqrec" / "medium-ensemble.yaml"
+    model = yaml.safe_load(recipe.read_text())["model"]
+    members = [{"model": {**model, **m.get("model", {})}} for m in yaml.safe_load(recipe.read_text())["members"]]
+    run = tmp_path / "ens"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"config": {"members": members}, "test": {"ndcg@10": 0.06}}))
+    assert bench.train_recipe(tmp_path, run, recipe, 1, True, {})["test"]["ndcg@10"] == 0.06
+    members[2]["model"]["id_dropout"] = 0.0  # the third member trained without its id_dropout
+    (run / "metrics.json").write_text(json.dumps({"config": {"members": members}, "test": {"ndcg@10": 0.06}}))
+    with pytest.raises(SystemExit, match="id_dropout"):
+        bench.train_recipe(tmp_path, run, recipe, 1, True, {})
+    (run / "metrics.json").write_text(json.dumps({"config": {"members": members[:2]}, "test": {"ndcg@10": 0.06}}))
+    with pytest.raises(SystemExit, match="2 member"):
+        bench.train_recipe(tmp_path, run, recipe, 1, True, {})
+
+
 def test_prepare_brings_the_attribute_file_and_remakes_features_without_attributes(bench, tmp_path):
     import pyarrow.parquet as pq
 

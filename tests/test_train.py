@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from shoprec.features import load_sequences
 from shoprec.models.seqrec import PAD, SeqRecConfig, load_model
@@ -45,10 +46,19 @@ def test_item_dropout_hides_inputs_only_and_is_off_by_default():
     assert torch.equal(inputs[~hidden], plain_in[~hidden])
 
 
-def test_recipes_load():
+def test_recipes_load(tmp_path):
+    from shoprec.ensemble import merge_overrides, recipe_members
+
     for path in sorted((REPO / "configs" / "seqrec").glob("*.yaml")):
-        cfg = load_recipe(path)
-        assert isinstance(cfg, TrainConfig), path
+        members = recipe_members(path)
+        if members is None:
+            assert isinstance(load_recipe(path), TrainConfig), path
+            continue
+        base = yaml.safe_load(path.read_text())
+        base.pop("members")
+        (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+        for m in members:
+            assert isinstance(load_recipe(tmp_path / "base.yaml", **merge_overrides(m)), TrainConfig), (path, m)
     cfg = load_recipe(REPO / "configs" / "seqrec" / "medium.yaml", epochs=3, model={"dropout": 0.1})
     assert cfg.epochs == 3 and cfg.model.dropout == 0.1 and cfg.model.objective == "sasrec"
 

@@ -321,10 +321,42 @@ def save_model(model: SeqRec, folder: str | Path, extra: dict | None = None) -> 
     (folder / "config.json").write_text(json.dumps({"model": model.cfg.to_dict(), **(extra or {})}, indent=2))
 
 
-def load_model(folder: str | Path, device: str = "cpu") -> SeqRec:
+class SeqRecEnsemble(nn.Module):
+    """Members scored as one model: an item's score is the mean of the members' log-softmax scores.
+
+    Log-probabilities rather than raw scores, so members with other score scales (a temperature, a dot
+    product) weigh the same. Callers read ``cfg`` for ``max_len`` and ``n_items``, which members share.
+    """
+
+    def __init__(self, members: list[SeqRec]):
+        super().__init__()
+        shapes = {(m.cfg.n_items, m.cfg.max_len) for m in members}
+        if not members or len(shapes) != 1:
+            raise ValueError(f"ensemble members must share n_items and max_len; got {sorted(shapes)}")
+        self.members = nn.ModuleList(members)
+        self.cfg = members[0].cfg
+
+    @torch.no_grad()
+    def next_item_scores(self, histories: torch.Tensor) -> torch.Tensor:
+        total = None
+        for m in self.members:
+            s = torch.log_softmax(m.next_item_scores(histories).float(), -1)
+            total = s if total is None else total + s
+        return total / len(self.members)
+
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def load_model(folder: str | Path, device: str = "cpu") -> SeqRec | SeqRecEnsemble:
+    """The model saved in ``folder``; an ensemble folder (``ensemble.json`` naming member folders inside it)
+    gives a :class:`SeqRecEnsemble`."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
+    if (folder / ENSEMBLE_FILE).exists():
+        names = json.loads((folder / ENSEMBLE_FILE).read_text())["members"]
+        return SeqRecEnsemble([load_model(folder / n, device) for n in names]).to(device).eval()
     cfg = SeqRecConfig.from_dict(json.loads((folder / "config.json").read_text())["model"])
     model = SeqRec(cfg)
     model.load_state_dict(load_file(str(folder / "model.safetensors"), device=device))

@@ -1,0 +1,93 @@
+"""Ensembles: members trained from one recipe under torchrun, scored and served as one model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from shoprec import metrics
+from shoprec.ensemble import merge_overrides, recipe_members, train_ensemble
+from shoprec.features import load_sequences
+from shoprec.models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble, left_pad, load_model
+from shoprec.recommend import Recommender
+from shoprec.registry import stage_model_files
+from shoprec.train import evaluate_split, launch, load_recipe
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = {"epochs": 2, "batch_size": 32, "lr": 3e-3, "patience": 50, "threads": 1,
+        "model": {"objective": "sasrec", "loss": "sampled_softmax", "n_negatives": 32, "max_len": 20,
+                  "d_model": 32, "n_heads": 2, "n_layers": 1}}
+
+
+def test_ensemble_scores_are_the_mean_of_the_members_log_softmax():
+    torch.manual_seed(0)
+    a = SeqRec(SeqRecConfig(n_items=30, max_len=10, d_model=16, n_layers=1)).eval()
+    b = SeqRec(SeqRecConfig(n_items=30, max_len=10, d_model=16, n_layers=1, score_temperature=0.1)).eval()
+    hist = left_pad([[1, 2, 3], [4, 5]], 10)
+    want = (torch.log_softmax(a.next_item_scores(hist), -1) + torch.log_softmax(b.next_item_scores(hist), -1)) / 2
+    assert torch.allclose(SeqRecEnsemble([a, b]).next_item_scores(hist), want)
+    with pytest.raises(ValueError, match="share n_items and max_len"):
+        SeqRecEnsemble([a, SeqRec(SeqRecConfig(n_items=31, max_len=10, d_model=16, n_layers=1))])
+
+
+def test_ensemble_recipe_trains_each_member_and_is_served_as_one_model(tiny_features, tmp_path):
+    recipe = tmp_path / "ens.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "members": [{}, {"seed": 1, "model": {"dropout": 0.1}}]}))
+    out = tmp_path / "ens"
+    summary = launch(tiny_features, out, nproc=1, recipe=recipe, max_restarts=0)
+
+    members = [json.loads((out / f"member-{i}" / "metrics.json").read_text()) for i in (0, 1)]
+    assert [m["config"]["seed"] for m in members] == [0, 1]
+    assert [m["config"]["model"]["dropout"] for m in members] == [0.2, 0.1]
+    assert json.loads((out / "ensemble.json").read_text())["members"] == ["member-0", "member-1"]
+    model = load_model(out)
+    assert isinstance(model, SeqRecEnsemble) and len(model.members) == 2
+    # the figures are the ensemble's own, not a member's
+    _, seqs = load_sequences(tiny_features)
+    test = metrics.finish(evaluate_split(model, seqs, "test", 512, "cpu"))
+    assert abs(test["ndcg@10"] - summary["test"]["ndcg@10"]) < 1e-9
+    assert json.loads((out / "metrics.json").read_text())["test"] == summary["test"]
+    assert summary["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in members))
+    assert {m["test"]["ndcg@10"] for m in members} != {summary["test"]["ndcg@10"]}
+
+    # served like a single model, from the files a registered version holds
+    staged = stage_model_files(out, tmp_path / "staged")
+    assert not list(staged.rglob("checkpoints"))
+    rec = Recommender(staged)
+    user = next(iter(rec.histories))
+    top = rec.recommend([rec.history_of(user)], k=5)[0]
+    assert len(top) == 5 and top[0]["score"] >= top[-1]["score"]
+
+    # a restarted job keeps finished members; a member whose fields changed is trained again
+    stamps = [(out / f"member-{i}" / "model.safetensors").stat().st_mtime_ns for i in (0, 1)]
+    recipe.write_text(yaml.safe_dump({**TINY, "members": [{}, {"seed": 1, "model": {"dropout": 0.3}}]}))
+    again = train_ensemble(tiny_features, out, recipe, nproc=1, max_restarts=0)
+    assert (out / "member-0" / "model.safetensors").stat().st_mtime_ns == stamps[0]
+    assert (out / "member-1" / "model.safetensors").stat().st_mtime_ns != stamps[1]
+    assert again["members"][1]["valid"] != summary["members"][1]["valid"]
+
+
+def test_medium_ensemble_is_medium_plus_members():
+    folder = REPO / "configs" / "seqrec"
+    ens = yaml.safe_load((folder / "medium-ensemble.yaml").read_text())
+    members = ens.pop("members")
+    assert ens == yaml.safe_load((folder / "medium.yaml").read_text())
+    assert recipe_members(folder / "medium-ensemble.yaml") == members and len(members) == 3
+    assert recipe_members(folder / "medium.yaml") is None
+    with pytest.raises(ValueError, match="ensemble recipe"):
+        load_recipe(folder / "medium-ensemble.yaml")
+
+
+def test_bad_members_and_override_layers(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"epochs": 1, "members": ["seed 1"]}))
+    with pytest.raises(ValueError, match="members must be a non-empty list"):
+        recipe_members(bad)
+    merged = merge_overrides({"seed": 1, "model": {"id_dropout": 0.2}}, {"epochs": 3, "model": {"dropout": None}})
+    assert merged == {"seed": 1, "epochs": 3, "model": {"id_dropout": 0.2}}

@@ -137,11 +137,16 @@ def train_seqrec(feats: Path, out: Path, epochs: int, minutes: float, reuse: boo
     if minutes:
         overrides["max_train_minutes"] = minutes
     if reuse and (out / "metrics.json").exists():
-        done = json.loads((out / "metrics.json").read_text())
-        if all(done["config"].get(k) == v for k, v in overrides.items()):
+        import yaml
+
+        done = json.loads((out / "metrics.json").read_text())["config"]
+        want = {**yaml.safe_load(RECIPE.read_text()), **overrides}
+        # the recipe's fields and the caps, so a model made with an older medium.yaml is trained again
+        if (all(done.get(k) == v for k, v in want.items() if k != "model")
+                and all(done["model"].get(k) == v for k, v in want.get("model", {}).items())):
             log(f"seqrec: reusing {out}")
-            return done
-        log(f"seqrec: {out} was trained with other caps; training again")
+            return json.loads((out / "metrics.json").read_text())
+        log(f"seqrec: {out} was trained with another recipe or other caps; training again")
     shutil.rmtree(out, ignore_errors=True)
     log(f"seqrec: training {RECIPE.name} (1 process, overrides {overrides}) -> {out}")
     return launch(feats, out, nproc=1, recipe=RECIPE, max_restarts=0, overrides=overrides,

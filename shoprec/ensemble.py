@@ -17,7 +17,7 @@ Beauty the three members of ``configs/seqrec/medium-ensemble.yaml``, chosen on v
 test HR@10 from 0.092 (one model) to 0.097 (``benchmarks/results/seqrec-beauty.json``). Training costs the
 sum of the members' times, and scoring the sum of their scoring times.
 
-    python -m shoprec.ensemble --features F --out O --recipe configs/seqrec/medium-ensemble.yaml --nproc 1
+    python -m shoprec.ensemble --features F --out O --recipe configs/seqrec/medium-ensemble.yaml --nproc 1 --parallel 2
     python -m shoprec.ensemble --features F --out O --assemble RUN_A RUN_B RUN_C   # from trained runs
 
 ``shoprec train seqrec --recipe configs/seqrec/medium-ensemble.yaml`` and the pipeline's train step take
@@ -72,16 +72,29 @@ def merge_overrides(*layers: dict | None) -> dict:
 
 
 def _comparable(config: dict) -> dict:
-    return {**config, "model": {k: v for k, v in config["model"].items() if k not in SET_BY_TRAINING}}
+    """A member's configuration without what does not define the model: fields filled in from the data, and
+    the CPU threads (a finished member is kept whatever the threads of the job that restarts the ensemble)."""
+    return {**{k: v for k, v in config.items() if k != "threads"},
+            "model": {k: v for k, v in config["model"].items() if k not in SET_BY_TRAINING}}
 
 
 def train_ensemble(features: str | Path, out: str | Path, recipe: str | Path, nproc: int = 2, max_restarts: int = 3,
-                   overrides: dict | None = None, env: dict | None = None) -> dict:
+                   overrides: dict | None = None, env: dict | None = None, parallel: int = 1) -> dict:
     """Train each member of the ensemble recipe with :func:`shoprec.train.launch` (``overrides`` apply to
-    every member and win over the member's own fields), then :func:`assemble` them in ``out``."""
+    every member and win over the member's own fields), then :func:`assemble` them in ``out``.
+
+    ``parallel`` members train at once (each its own torchrun job of ``nproc`` workers); unless ``overrides``
+    set ``threads``, each process then gets its share of the cores, so the jobs do not oversubscribe them.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     import yaml
 
     from shoprec.train import launch, load_recipe
+
+    if parallel > 1 and not (overrides or {}).get("threads"):
+        overrides = {**(overrides or {}), "threads": max(1, (os.cpu_count() or 1) // (parallel * nproc))}
 
     members = recipe_members(recipe)
     if members is None:
@@ -92,7 +105,7 @@ def train_ensemble(features: str | Path, out: str | Path, recipe: str | Path, np
     base.pop("members")
     base_file = out / "recipe.yaml"
     base_file.write_text(yaml.safe_dump(base, sort_keys=False))
-    dirs = []
+    dirs, jobs = [], []
     for i, member in enumerate(members):
         member_overrides = merge_overrides(member, overrides)
         want = _comparable(asdict(load_recipe(base_file, **json.loads(json.dumps(member_overrides)))))
@@ -105,12 +118,19 @@ def train_ensemble(features: str | Path, out: str | Path, recipe: str | Path, np
                 log.info("member %d/%d: %s was trained with another configuration; training again", i + 1,
                          len(members), folder)
                 shutil.rmtree(folder)
-            log.info("member %d/%d: training with %s", i + 1, len(members), json.dumps(member))
-            s = launch(features, folder, nproc=nproc, recipe=base_file, max_restarts=max_restarts,
-                       overrides=member_overrides, env=env)
-            log.info("member %d/%d: best epoch %d, valid ndcg@10 %.4f", i + 1, len(members), s["best_epoch"],
-                     s["valid"]["ndcg@10"])
+            jobs.append((i, folder, member, member_overrides))
         dirs.append(folder)
+
+    def train_member(job: tuple) -> None:
+        i, folder, member, member_overrides = job
+        log.info("member %d/%d: training with %s", i + 1, len(members), json.dumps(member))
+        s = launch(features, folder, nproc=nproc, recipe=base_file, max_restarts=max_restarts,
+                   overrides=member_overrides, env=env)
+        log.info("member %d/%d: best epoch %d, valid ndcg@10 %.4f", i + 1, len(members), s["best_epoch"],
+                 s["valid"]["ndcg@10"])
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        list(pool.map(train_member, jobs))  # list(): a member's failure is raised here
     return assemble(dirs, out, features)
 
 
@@ -175,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--recipe", help="ensemble recipe (a recipe with members:), e.g. configs/seqrec/medium-ensemble.yaml")
     p.add_argument("--nproc", type=int, default=2, help="torchrun workers per member")
     p.add_argument("--overrides", default="{}", help="JSON object of TrainConfig fields for every member")
+    p.add_argument("--parallel", type=int, default=1, help="members trained at once (each its own torchrun job)")
     p.add_argument("--assemble", nargs="+", metavar="RUN", help="make the ensemble of these trained runs instead")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -183,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.assemble:
         summary = assemble(a.assemble, a.out, a.features)
     else:
-        summary = train_ensemble(a.features, a.out, a.recipe, nproc=a.nproc, overrides=json.loads(a.overrides))
+        summary = train_ensemble(a.features, a.out, a.recipe, nproc=a.nproc, overrides=json.loads(a.overrides),
+                                 parallel=a.parallel)
     print(json.dumps({k: summary[k] for k in ("valid", "test", "train_seconds")}, indent=2))
 
 

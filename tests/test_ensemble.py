@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from shoprec.train import evaluate_split, launch, load_recipe
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = {"epochs": 2, "batch_size": 32, "lr": 3e-3, "patience": 50, "threads": 1,
+TINY = {"epochs": 2, "batch_size": 32, "lr": 3e-3, "patience": 50,
         "model": {"objective": "sasrec", "loss": "sampled_softmax", "n_negatives": 32, "max_len": 20,
                   "d_model": 32, "n_heads": 2, "n_layers": 1}}
 
@@ -40,10 +41,12 @@ def test_ensemble_recipe_trains_each_member_and_is_served_as_one_model(tiny_feat
     recipe = tmp_path / "ens.yaml"
     recipe.write_text(yaml.safe_dump({**TINY, "members": [{}, {"seed": 1, "model": {"dropout": 0.1}}]}))
     out = tmp_path / "ens"
-    summary = launch(tiny_features, out, nproc=1, recipe=recipe, max_restarts=0)
+    summary = train_ensemble(tiny_features, out, recipe, nproc=1, max_restarts=0, parallel=2)
 
     members = [json.loads((out / f"member-{i}" / "metrics.json").read_text()) for i in (0, 1)]
     assert [m["config"]["seed"] for m in members] == [0, 1]
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert [m["config"]["threads"] for m in members] == [share, share]  # parallel=2: the cores shared out
     assert [m["config"]["model"]["dropout"] for m in members] == [0.2, 0.1]
     assert json.loads((out / "ensemble.json").read_text())["members"] == ["member-0", "member-1"]
     model = load_model(out)
@@ -64,10 +67,10 @@ def test_ensemble_recipe_trains_each_member_and_is_served_as_one_model(tiny_feat
     top = rec.recommend([rec.history_of(user)], k=5)[0]
     assert len(top) == 5 and top[0]["score"] >= top[-1]["score"]
 
-    # a restarted job keeps finished members; a member whose fields changed is trained again
+    # a restarted job keeps finished members (whatever its threads); a member whose fields changed is trained again
     stamps = [(out / f"member-{i}" / "model.safetensors").stat().st_mtime_ns for i in (0, 1)]
     recipe.write_text(yaml.safe_dump({**TINY, "members": [{}, {"seed": 1, "model": {"dropout": 0.3}}]}))
-    again = train_ensemble(tiny_features, out, recipe, nproc=1, max_restarts=0)
+    again = launch(tiny_features, out, nproc=1, recipe=recipe, max_restarts=0)  # launch takes ensemble recipes
     assert (out / "member-0" / "model.safetensors").stat().st_mtime_ns == stamps[0]
     assert (out / "member-1" / "model.safetensors").stat().st_mtime_ns != stamps[1]
     assert again["members"][1]["valid"] != summary["members"][1]["valid"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 import yaml
@@ -17,6 +19,7 @@ from shoprec.models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble, left_pad
 from shoprec.recommend import Recommender
 from shoprec.registry import stage_model_files
 from shoprec.train import evaluate_split, launch, load_recipe
+from tests.conftest import free_port, start_service
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -59,13 +62,21 @@ def test_ensemble_recipe_trains_each_member_and_is_served_as_one_model(tiny_feat
     assert summary["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in members))
     assert {m["test"]["ndcg@10"] for m in members} != {summary["test"]["ndcg@10"]}
 
-    # served like a single model, from the files a registered version holds
+    # served like a single model, over HTTP, from the files a registered version holds
     staged = stage_model_files(out, tmp_path / "staged")
     assert not list(staged.rglob("checkpoints"))
     rec = Recommender(staged)
     user = next(iter(rec.histories))
-    top = rec.recommend([rec.history_of(user)], k=5)[0]
-    assert len(top) == 5 and top[0]["score"] >= top[-1]["score"]
+    want = rec.recommend([rec.history_of(user)], k=5)[0]
+    port = free_port()
+    svc = start_service([sys.executable, "-m", "shoprec.cli", "serve", "--model", str(staged), "--port", str(port)],
+                        f"http://127.0.0.1:{port}", "/healthz", tmp_path / "serve.log")
+    try:
+        r = httpx.post(f"{svc.url}/v1/recommend", json={"user_id": user, "k": 5})
+    finally:
+        svc.stop()
+    assert r.status_code == 200, r.text
+    assert [i["item_id"] for i in r.json()["items"]] == [i["item_id"] for i in want]
 
     # a restarted job keeps finished members (whatever its threads); a member whose fields changed is trained again
     stamps = [(out / f"member-{i}" / "model.safetensors").stat().st_mtime_ns for i in (0, 1)]

@@ -139,13 +139,13 @@ def train_seqrec(feats: Path, out: Path, epochs: int, minutes: float, reuse: boo
     if reuse and (out / "metrics.json").exists():
         import yaml
 
-        done = json.loads((out / "metrics.json").read_text())["config"]
-        want = {**yaml.safe_load(RECIPE.read_text()), **overrides}
+        summary = json.loads((out / "metrics.json").read_text())
+        done, want = summary["config"], {**yaml.safe_load(RECIPE.read_text()), **overrides}
         # the recipe's fields and the caps, so a model made with an older medium.yaml is trained again
         if (all(done.get(k) == v for k, v in want.items() if k != "model")
                 and all(done["model"].get(k) == v for k, v in want.get("model", {}).items())):
             log(f"seqrec: reusing {out}")
-            return json.loads((out / "metrics.json").read_text())
+            return summary
         log(f"seqrec: {out} was trained with another recipe or other caps; training again")
     shutil.rmtree(out, ignore_errors=True)
     log(f"seqrec: training {RECIPE.name} (1 process, overrides {overrides}) -> {out}")

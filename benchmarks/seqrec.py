@@ -95,9 +95,9 @@ def train_recipe(feats: Path, out: Path, recipe: Path, nproc: int, reuse: bool, 
         runs = s["config"]["members"] if "members" in s["config"] else [s["config"]]
         if len(runs) != len(members):
             raise SystemExit(f"{out} has {len(runs)} member(s), {recipe.name} {len(members)}; delete it or drop --reuse")
+        recipe_model = yaml.safe_load(recipe.read_text()).get("model", {})
         for member, run in zip(members, runs):
-            want = {**yaml.safe_load(recipe.read_text()).get("model", {}),
-                    **merge_overrides(member, overrides)["model"]}
+            want = {**recipe_model, **merge_overrides(member, overrides)["model"]}
             have = run["model"]
             differ = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
             if differ:

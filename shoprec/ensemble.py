@@ -2,8 +2,8 @@
 
 An ensemble recipe is a recipe (``configs/seqrec/*.yaml``) with a ``members:`` list. Each entry holds the
 fields in which that member differs from the recipe (a seed, a regulariser), as ``--overrides`` would.
-Members are trained one after another, each under torchrun exactly as a single model, into
-``OUT/member-<i>``. A member that finished with the same configuration is not trained again, so a restarted
+Members are trained one after another (``parallel`` of them at once), each under torchrun exactly as a
+single model, into ``OUT/member-<i>``. A member that finished with the same configuration is not trained again, so a restarted
 job picks up at the member it stopped in (and that member resumes from its last checkpoint).
 
 ``OUT`` then becomes a model folder like any other (``config.json``, ``items.parquet``,

@@ -155,7 +155,9 @@ def resolve_model(uri: str) -> tuple[Path, str, str]:
         folder, version = found
         return folder, name, version
     folder = Path(uri)
-    if not any((folder / f).exists() for f in ("model.safetensors", "ensemble.json")):
+    from shoprec.models.seqrec import ENSEMBLE_FILE
+
+    if not any((folder / f).exists() for f in ("model.safetensors", ENSEMBLE_FILE)):
         raise RuntimeError(f"{uri} is neither a models:/ URI nor a model folder with model.safetensors "
                            "(or an ensemble's ensemble.json)")
     return folder, folder.name, "local"

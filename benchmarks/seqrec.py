@@ -16,7 +16,10 @@
    reach RecBole's best validation NDCG@10, epoch-time ratio at the same model size).
 
 ``--reuse`` takes finished runs from the work folder instead of training again; ``--recbole-results``
-takes the peer's JSON files from an earlier run.
+takes the peer's JSON files from an earlier run. ``--merge-recbole-long RUN.json`` trains nothing: it adds a
+RecBole SASRec run with a longer budget (``recbole_peer.py --budget-min 120``) to ``--out`` as
+``peers["recbole-sasrec-long"]``, with ``comparison["converged_best_vs_recbole-sasrec-long"]``: whether RecBole's
+curve had levelled off and shoprec's best minus RecBole's best on test.
 """
 
 from __future__ import annotations
@@ -230,7 +233,15 @@ def main() -> None:
                     help="a finished run (its metrics.json) reported as one more model row, e.g. an ablation")
     ap.add_argument("--note", action="append", default=[], help="a line for the result's notes (conditions)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "seqrec-beauty.json"))
+    ap.add_argument("--merge-recbole-long", metavar="JSON", default=None,
+                    help="only add this long RecBole SASRec run (recbole_peer.py's output) to --out, training nothing")
+    ap.add_argument("--recbole-long-command", default="",
+                    help="with --merge-recbole-long: the recbole_peer.py command that made it, for the record")
     a = ap.parse_args()
+    if a.merge_recbole_long:
+        cmp = merge_recbole_long(Path(a.out), Path(a.merge_recbole_long), a.recbole_long_command)
+        log(f"added recbole-sasrec-long to {a.out}: {json.dumps(cmp)}")
+        return
 
     data, work = Path(a.data), Path(a.work)
     if not data.exists():
@@ -306,17 +317,7 @@ def main() -> None:
     if peers:
         result["peers"] = {}
         for m, r in peers.items():
-            result["peers"][f"recbole-{m.lower()}"] = {
-                "ndcg@10": r["test_shoprec_protocol"]["ndcg@10"], "hr@10": r["test_shoprec_protocol"]["hr@10"],
-                "protocol_of_top_level_metrics": "shoprec (history removed)",
-                "test_shoprec_protocol": {k: r["test_shoprec_protocol"][k] for k in METRIC_KEYS},
-                "test_recbole_protocol": r["test_recbole_protocol"],
-                "best_epoch": r["best_epoch"], "epochs_run": r["epochs_run"], "stopped_by": r["stopped_by"],
-                "budget_minutes": r["budget_minutes"], "threads": r["threads"], "parameters": r["parameters"],
-                "train_seconds": r["train_seconds"], "train_cpu_seconds": r["train_cpu_seconds"],
-                "wall_seconds": r["wall_seconds"], "epoch_seconds_median": r["epoch_seconds_median"],
-                "valid_curve": r["curve"],
-            }
+            result["peers"][f"recbole-{m.lower()}"] = peer_row(r)
         result["comparison"] = compare(models, peers, work, a.sasrec_ce_run)
     out = Path(a.out)
     if out.exists():  # blocks written by other scripts (seqrec_ensemble.py) are kept
@@ -326,6 +327,57 @@ def main() -> None:
     log(f"wrote {a.out}")
     print(json.dumps({k: {m: {x: v[x] for x in ("ndcg@10", "hr@10")} for m, v in result[k].items()}
                       for k in ("models", "peers") if k in result}, indent=1))
+
+
+def peer_row(r: dict) -> dict:
+    """One RecBole run of ``recbole_peer.py`` as a ``peers`` entry (top-level metrics under shoprec's protocol)."""
+    return {
+        "ndcg@10": r["test_shoprec_protocol"]["ndcg@10"], "hr@10": r["test_shoprec_protocol"]["hr@10"],
+        "protocol_of_top_level_metrics": "shoprec (history removed)",
+        "test_shoprec_protocol": {k: r["test_shoprec_protocol"][k] for k in METRIC_KEYS},
+        "test_recbole_protocol": r["test_recbole_protocol"],
+        "best_epoch": r["best_epoch"], "epochs_run": r["epochs_run"], "stopped_by": r["stopped_by"],
+        "budget_minutes": r["budget_minutes"], "budget_clock": r.get("budget_clock"), "threads": r["threads"],
+        "parameters": r["parameters"], "train_seconds": r["train_seconds"], "train_cpu_seconds": r["train_cpu_seconds"],
+        "wall_seconds": r["wall_seconds"], "epoch_seconds_median": r["epoch_seconds_median"],
+        "valid_curve": r["curve"],
+    }
+
+
+def converged_comparison(models: dict, r: dict, patience: int = 10) -> dict:
+    """shoprec's best models against RecBole SASRec's best of a long run: how far RecBole's curve had levelled
+    off (epochs since its best, valid gain over its last five epochs) and the test differences, both protocols."""
+    curve = [c["valid_ndcg@10"] for c in r["curve"]]
+    best = max(range(len(curve)), key=curve.__getitem__)
+    tail = curve[-6:]
+    out = {
+        "recbole_epochs_run": len(curve), "recbole_best_epoch": best, "recbole_stopped_by": r["stopped_by"],
+        "recbole_epochs_after_best": len(curve) - 1 - best,
+        "recbole_converged": r["stopped_by"] == "early stopping" or len(curve) - 1 - best >= patience,
+        "recbole_valid_ndcg@10_gain_over_last_5_epochs": tail[-1] - tail[0] if len(tail) > 1 else None,
+        "recbole_best_valid_ndcg@10": curve[best],
+        "recbole_test_ndcg@10_shoprec_protocol": r["test_shoprec_protocol"]["ndcg@10"],
+        "recbole_test_ndcg@10_recbole_protocol": r["test_recbole_protocol"]["ndcg@10"],
+        "target": "shoprec's converged best is above RecBole's (test NDCG@10, shoprec's protocol)",
+    }
+    for name in ("shoprec-best", "shoprec-ensemble"):
+        if name in models:
+            diff = models[name]["ndcg@10"] - r["test_shoprec_protocol"]["ndcg@10"]
+            out[name] = {"ndcg@10": models[name]["ndcg@10"], "minus_recbole": diff, "above": diff > 0}
+    return out
+
+
+def merge_recbole_long(result_file: Path, recbole_json: Path, command: str) -> dict:
+    """Add a long RecBole SASRec run (``recbole_peer.py`` with a larger budget) to an existing result file."""
+    result = json.loads(result_file.read_text())
+    r = json.loads(recbole_json.read_text())
+    if r.get("model") != "SASRec":
+        raise SystemExit(f"{recbole_json}: expected a RecBole SASRec run, found {r.get('model')!r}")
+    result.setdefault("peers", {})["recbole-sasrec-long"] = peer_row(r) | {"command": command}
+    result.setdefault("comparison", {})["converged_best_vs_recbole-sasrec-long"] = converged_comparison(
+        result["models"], r)
+    result_file.write_text(json.dumps(result, indent=2) + "\n")
+    return result["comparison"]["converged_best_vs_recbole-sasrec-long"]
 
 
 def run_history(folder: Path) -> list[dict]:

@@ -73,3 +73,36 @@ def test_prepare_brings_the_attribute_file_and_remakes_features_without_attribut
     pq.write_table(items, feats / "items.parquet")
     bench.prepare(data, work)
     assert "attributes" in load_items(feats)
+
+
+def recbole_run(curve: list[float], test_ndcg: float, stopped_by: str) -> dict:
+    metrics = {k: test_ndcg for k in ("ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20", "mrr")}
+    return {"model": "SASRec", "best_epoch": curve.index(max(curve)), "epochs_run": len(curve),
+            "stopped_by": stopped_by, "budget_minutes": 120.0, "budget_clock": "wall", "threads": 1,
+            "parameters": 1, "train_seconds": 1.0, "train_cpu_seconds": 1.0, "wall_seconds": 1.0,
+            "epoch_seconds_median": 1.0, "test_shoprec_protocol": metrics, "test_recbole_protocol": {"ndcg@10": 0.03},
+            "curve": [{"epoch": i, "valid_ndcg@10": v} for i, v in enumerate(curve)]}
+
+
+def test_merge_recbole_long_compares_converged_bests(bench, tmp_path):
+    result = tmp_path / "seqrec-beauty.json"
+    result.write_text(json.dumps({"models": {"shoprec-best": {"ndcg@10": 0.050},
+                                             "shoprec-ensemble": {"ndcg@10": 0.057}}, "peers": {"recbole-sasrec": {}}}))
+    levelled = tmp_path / "long.json"
+    levelled.write_text(json.dumps(recbole_run([0.01, 0.03, 0.04, *[0.039] * 10], 0.045, "early stopping")))
+    cmp = bench.merge_recbole_long(result, levelled, "recbole_peer.py ...")
+    assert cmp["recbole_converged"] and cmp["recbole_best_epoch"] == 2 and cmp["recbole_epochs_after_best"] == 10
+    assert cmp["shoprec-best"]["above"] and cmp["shoprec-best"]["minus_recbole"] == pytest.approx(0.005)
+    saved = json.loads(result.read_text())
+    assert set(saved["peers"]) == {"recbole-sasrec", "recbole-sasrec-long"}
+    assert saved["peers"]["recbole-sasrec-long"]["command"] == "recbole_peer.py ..."
+    # a curve still rising at the budget is not converged, and a stronger peer is not "below"
+    rising = tmp_path / "rising.json"
+    rising.write_text(json.dumps(recbole_run([0.01, 0.02, 0.03, 0.04, 0.05, 0.06], 0.055, "budget")))
+    cmp = bench.merge_recbole_long(result, rising, "")
+    assert not cmp["recbole_converged"] and cmp["recbole_valid_ndcg@10_gain_over_last_5_epochs"] == pytest.approx(0.05)
+    assert not cmp["shoprec-best"]["above"] and cmp["shoprec-ensemble"]["above"]
+    bert = tmp_path / "bert.json"
+    bert.write_text(json.dumps({**recbole_run([0.01], 0.01, "budget"), "model": "BERT4Rec"}))
+    with pytest.raises(SystemExit, match="SASRec"):
+        bench.merge_recbole_long(result, bert, "")

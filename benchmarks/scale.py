@@ -27,9 +27,9 @@ import torch  # noqa: E402
 from shoprec.evaluate import evaluate  # noqa: E402
 from shoprec.features import merge_features, partial_features  # noqa: E402
 from shoprec.ingest import ingest  # noqa: E402
+from shoprec.models.seqrec import SeqRecConfig  # noqa: E402
 from shoprec.synth import synthesize  # noqa: E402
 from shoprec.train import TrainConfig, train  # noqa: E402
-from shoprec.models.seqrec import SeqRecConfig  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:

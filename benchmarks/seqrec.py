@@ -17,7 +17,7 @@
 
 ``--reuse`` takes finished runs from the work folder instead of training again; ``--recbole-results``
 takes the peer's JSON files from an earlier run. ``--merge-recbole-long RUN.json`` trains nothing: it adds a
-RecBole SASRec run with a longer budget (``recbole_peer.py --budget-min 120``) to ``--out`` as
+RecBole SASRec run with a longer budget (e.g. ``recbole_peer.py --budget-min 125``) to ``--out`` as
 ``peers["recbole-sasrec-long"]``, with ``comparison["converged_best_vs_recbole-sasrec-long"]``: whether RecBole's
 curve had levelled off and shoprec's best minus RecBole's best on test.
 """
@@ -346,9 +346,10 @@ def peer_row(r: dict) -> dict:
 
 def converged_comparison(models: dict, r: dict, patience: int = 10) -> dict:
     """shoprec's best models against RecBole SASRec's best of a long run: how far RecBole's curve had levelled
-    off (epochs since its best, valid gain over its last five epochs) and the test differences, both protocols."""
+    off (epochs since its best, valid gain over its last five epochs), RecBole's test NDCG@10 under both
+    protocols, and shoprec's test NDCG@10 minus RecBole's under shoprec's. ``patience``: recbole_peer.py's."""
     curve = [c["valid_ndcg@10"] for c in r["curve"]]
-    best = max(range(len(curve)), key=curve.__getitem__)
+    best = r["best_epoch"]
     tail = curve[-6:]
     out = {
         "recbole_epochs_run": len(curve), "recbole_best_epoch": best, "recbole_stopped_by": r["stopped_by"],

@@ -1,0 +1,95 @@
+"""Adopt a finished ``ranker_games.py`` run as ``ranker-games.json``, keeping the result it replaces.
+
+    .venv/bin/python benchmarks/ranker_games_merge.py .shoprec/bench/games/run-s9.json \
+        --work .shoprec/bench/games --label "..." [--note "..."]
+
+A larger test sample starts with the earlier one: test users are the start of one seeded permutation, so a run
+with ``--test-users 8000`` holds the earlier run's 3,000 users and 5,000 new ones. Besides copying the run,
+this reports the blend's gain over seqrec separately on those two parts (from the run's ``scores.npz``), so
+the new figure can be read against the earlier one on the same users as well as on users never looked at.
+The result it replaces goes to ``earlier_runs[label]``; its own ``earlier_runs`` are kept. Nothing is
+trained or scored again; the merged file is checked to reproduce the run's own blend figure first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ranker_games import bootstrap, per_user, rerank_ranks, zscore  # noqa: E402
+
+BLEND = "seqrec+cross-encoder (blend)"
+KEPT = ("command", "made_with", "sampling", "rerank", "target", "significance", "auc_valid", "training", "notes")
+
+
+def blend_ranks(scores: dict, weight: float, n_items: int):
+    """Test ranks of the seqrec + cross-encoder blend, from the arrays ``ranker_games.py`` saved."""
+    c = {"top": scores["test_top"], "target": scores["test_target"]}
+    blended = weight * zscore(scores["test_top_scores"].astype("float64")) + (1 - weight) * zscore(
+        scores["test_cross-encoder"])
+    return rerank_ranks(c, blended, n_items)
+
+
+def sample_parts(run: dict, scores: dict, earlier_test_users: int) -> dict:
+    """Blend vs seqrec NDCG@10 on the earlier run's test users and on the rest of this run's test users."""
+    import numpy as np
+
+    seed, n_users = run["sampling"]["seed"], run["dataset"]["users"]
+    if earlier_test_users > run["sampling"]["test_users"]:
+        raise SystemExit(f"the earlier sample ({earlier_test_users} users) is larger than this run's "
+                         f"({run['sampling']['test_users']}): it is not a part of it")
+    earlier = set(int(u) for u in np.random.default_rng(seed).permutation(n_users)[:earlier_test_users])
+    users = [int(u) for u in scores["test_users"]]
+    weight = run["rerank"][BLEND]["seqrec_weight"]
+    seq = per_user(scores["test_rank"])
+    blend = per_user(blend_ranks(scores, weight, run["dataset"]["items"]))
+    if abs(blend.mean() - run["rerank"][BLEND]["ndcg@10"]) > 1e-6 or abs(
+            seq.mean() - run["rerank"]["seqrec"]["ndcg@10"]) > 1e-6:
+        raise SystemExit("scores.npz does not reproduce the run's NDCG@10 (blend "
+                         f"{blend.mean():.6f} vs {run['rerank'][BLEND]['ndcg@10']:.6f}): not this run's work folder")
+    in_earlier = np.array([u in earlier for u in users])
+    if in_earlier.sum() != earlier_test_users:
+        raise SystemExit(f"only {in_earlier.sum()} of the earlier {earlier_test_users} test users are in this run")
+    parts = {}
+    for name, mask in (("earlier test users", in_earlier), ("new test users", ~in_earlier)):
+        parts[name] = {"users": int(mask.sum()), "seqrec ndcg@10": float(seq[mask].mean()),
+                       "blend ndcg@10": float(blend[mask].mean()), "blend - seqrec": bootstrap(blend[mask], seq[mask])}
+    return {"what": (f"the blend (seqrec weight {weight}, chosen on this run's valid users) vs seqrec, on the "
+                     f"first {earlier_test_users} users of the seeded permutation (the earlier run's test sample) "
+                     "and on the others; this run's models for both"), **parts}
+
+
+def merge(run_file: Path, work: Path, out: Path, label: str, notes: list[str], command: str) -> dict:
+    import numpy as np
+
+    run = json.loads(run_file.read_text())
+    earlier = json.loads(out.read_text())
+    with np.load(work / "scores.npz") as z:
+        scores = {k: z[k] for k in z.files}
+    merged = dict(run)
+    merged["by_sample_part"] = sample_parts(run, scores, earlier["sampling"]["test_users"])
+    merged["notes"] = run["notes"] + notes
+    merged["merged_by"] = command
+    merged["earlier_runs"] = {**earlier.get("earlier_runs", {}), label: {k: earlier[k] for k in KEPT if k in earlier}}
+    out.write_text(json.dumps(merged, indent=2) + "\n")
+    return merged["by_sample_part"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", help="the run's JSON (ranker_games.py --out)")
+    ap.add_argument("--work", required=True, help="the run's --work folder (holds scores.npz)")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "ranker-games.json"))
+    ap.add_argument("--label", required=True, help="key of the replaced result under earlier_runs")
+    ap.add_argument("--note", action="append", default=[], help="a line for the merged notes")
+    a = ap.parse_args()
+    command = shlex.join([".venv/bin/python", "benchmarks/ranker_games_merge.py", *sys.argv[1:]])
+    print(json.dumps(merge(Path(a.run), Path(a.work), Path(a.out), a.label, a.note, command), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -251,6 +251,17 @@ def score_candidates(model, tok, c: dict, titles: list[str], n_hist: int, max_le
 
 
 # ------------------------------------------------------------------ metrics
+def blend(seq_scores, ce_scores, w: float):
+    """Per list: ``w * z(seqrec score) + (1 - w) * z(cross-encoder click logit)``, z standardised within the list."""
+    import numpy as np
+
+    return w * zscore(seq_scores.astype(np.float64)) + (1 - w) * zscore(ce_scores)
+
+
+def blend_name(variant: str) -> str:
+    return f"seqrec+{variant} (blend)"
+
+
 def zscore(x):
 
     return (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-9)
@@ -485,8 +496,8 @@ def main() -> None:
     grid = [round(float(x), 2) for x in np.linspace(0, 1, 21)]
     valid_curves, weights = {}, {}
     for name in variants:
-        zs, zc = zscore(cand["valid"]["top_scores"].astype(np.float64)), zscore(ce_scores[(name, "valid")])
-        curve = {w: float(per_user(rerank_ranks(cand["valid"], w * zs + (1 - w) * zc, n_items)).mean()) for w in grid}
+        v_seq, v_ce = cand["valid"]["top_scores"], ce_scores[(name, "valid")]
+        curve = {w: float(per_user(rerank_ranks(cand["valid"], blend(v_seq, v_ce, w), n_items)).mean()) for w in grid}
         best = max(sorted(curve, reverse=True), key=lambda w: curve[w])  # ties: the larger seqrec weight
         valid_curves[name], weights[name] = {f"{w:.2f}": round(v, 5) for w, v in curve.items()}, best
         log(f"{name}: valid NDCG@10 by seqrec weight {valid_curves[name]}; chosen w = {best}")
@@ -494,23 +505,22 @@ def main() -> None:
     ranks = {"valid": {}, "test": {}}
     for split, cut in (("valid", 2), ("test", 1)):
         c = cand[split]
-        zs = zscore(c["top_scores"].astype(np.float64))
         ranks[split]["seqrec"] = c["rank"]
         ranks[split]["popularity"] = pop_ranks(split, cut)
         for name in variants:
             ranks[split][f"{name} (re-rank top-50)"] = rerank_ranks(c, ce_scores[(name, split)], n_items)
             w = weights[name]
-            ranks[split][f"seqrec+{name} (blend)"] = rerank_ranks(c, w * zs + (1 - w) * zscore(ce_scores[(name, split)]),
-                                                                   n_items)
+            ranks[split][blend_name(name)] = rerank_ranks(c, blend(c["top_scores"], ce_scores[(name, split)], w),
+                                                          n_items)
     models = {k: summary(r) for k, r in ranks["test"].items()}
     for name in variants:
-        models[f"seqrec+{name} (blend)"]["seqrec_weight"] = weights[name]
+        models[blend_name(name)]["seqrec_weight"] = weights[name]
     models["seqrec"]["hr@50"] = float(np.mean(cand["test"]["rank"] < DEPTH))
     models["seqrec"]["note"] = "all items ranked (history removed); the re-rankers' ceiling is its hr@50"
     base = per_user(ranks["test"]["seqrec"])
     significance = {f"{k} - seqrec (ndcg@10)": bootstrap(per_user(ranks["test"][k]), base)
                     for k in ranks["test"] if k != "seqrec"}
-    blend_key = "seqrec+cross-encoder (blend)"
+    blend_key = blend_name("cross-encoder")
     gain = significance[f"{blend_key} - seqrec (ndcg@10)"]
     log("test: " + "; ".join(f"{k} ndcg@10 {v['ndcg@10']:.4f} hr@10 {v['hr@10']:.4f}" for k, v in models.items()))
 

@@ -20,18 +20,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ranker_games import bootstrap, per_user, rerank_ranks, zscore  # noqa: E402
+from ranker_games import blend, blend_name, bootstrap, per_user, rerank_ranks  # noqa: E402
 
-BLEND = "seqrec+cross-encoder (blend)"
+BLEND = blend_name("cross-encoder")
 KEPT = ("command", "made_with", "sampling", "rerank", "target", "significance", "auc_valid", "training", "notes")
 
 
 def blend_ranks(scores: dict, weight: float, n_items: int):
     """Test ranks of the seqrec + cross-encoder blend, from the arrays ``ranker_games.py`` saved."""
     c = {"top": scores["test_top"], "target": scores["test_target"]}
-    blended = weight * zscore(scores["test_top_scores"].astype("float64")) + (1 - weight) * zscore(
-        scores["test_cross-encoder"])
-    return rerank_ranks(c, blended, n_items)
+    return rerank_ranks(c, blend(scores["test_top_scores"], scores["test_cross-encoder"], weight), n_items)
 
 
 def sample_parts(run: dict, scores: dict, earlier_test_users: int) -> dict:
@@ -46,18 +44,18 @@ def sample_parts(run: dict, scores: dict, earlier_test_users: int) -> dict:
     users = [int(u) for u in scores["test_users"]]
     weight = run["rerank"][BLEND]["seqrec_weight"]
     seq = per_user(scores["test_rank"])
-    blend = per_user(blend_ranks(scores, weight, run["dataset"]["items"]))
-    if abs(blend.mean() - run["rerank"][BLEND]["ndcg@10"]) > 1e-6 or abs(
+    blended = per_user(blend_ranks(scores, weight, run["dataset"]["items"]))
+    if abs(blended.mean() - run["rerank"][BLEND]["ndcg@10"]) > 1e-6 or abs(
             seq.mean() - run["rerank"]["seqrec"]["ndcg@10"]) > 1e-6:
         raise SystemExit("scores.npz does not reproduce the run's NDCG@10 (blend "
-                         f"{blend.mean():.6f} vs {run['rerank'][BLEND]['ndcg@10']:.6f}): not this run's work folder")
+                         f"{blended.mean():.6f} vs {run['rerank'][BLEND]['ndcg@10']:.6f}): not this run's work folder")
     in_earlier = np.array([u in earlier for u in users])
     if in_earlier.sum() != earlier_test_users:
         raise SystemExit(f"only {in_earlier.sum()} of the earlier {earlier_test_users} test users are in this run")
     parts = {}
     for name, mask in (("earlier test users", in_earlier), ("new test users", ~in_earlier)):
         parts[name] = {"users": int(mask.sum()), "seqrec ndcg@10": float(seq[mask].mean()),
-                       "blend ndcg@10": float(blend[mask].mean()), "blend - seqrec": bootstrap(blend[mask], seq[mask])}
+                       "blend ndcg@10": float(blended[mask].mean()), "blend - seqrec": bootstrap(blended[mask], seq[mask])}
     return {"what": (f"the blend (seqrec weight {weight}, chosen on this run's valid users) vs seqrec, on the "
                      f"first {earlier_test_users} users of the seeded permutation (the earlier run's test sample) "
                      "and on the others; this run's models for both"), **parts}

@@ -31,8 +31,9 @@ def blend_rank(top, target, seq_scores, ce_scores) -> int:
     return int((b >= t).sum()) - 1
 
 
-def make_run(tmp_path: Path, n_test: int):
-    rng = np.random.default_rng(7)
+def make_run(tmp_path: Path, n_test: int, data_seed: int = 7):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(data_seed)
     users = sorted(int(u) for u in np.random.default_rng(SEED).permutation(N_USERS)[:n_test])
     top = np.stack([rng.choice(np.arange(1, N_ITEMS + 1), DEPTH, replace=False) for _ in users])
     inside = rng.random(len(users)) < 0.6
@@ -60,7 +61,7 @@ def test_parts_and_earlier_runs(tmp_path):
     out.write_text(json.dumps({"command": "old", "sampling": {"seed": SEED, "test_users": 15},
                                "rerank": {"seqrec": {"ndcg@10": 0.1}}, "notes": ["old note"],
                                "earlier_runs": {"older": {"command": "oldest"}}}))
-    parts = rgm.merge(tmp_path / "run.json", work, out, "replaced run", ["merge note"], "cmd")
+    parts = rgm.merge(tmp_path / "run.json", work, out, "replaced run", ["merge note"], "cmd")["by_sample_part"]
     earlier = set(int(u) for u in np.random.default_rng(SEED).permutation(N_USERS)[:15])
     idx_old = [i for i, u in enumerate(users) if u in earlier]
     idx_new = [i for i, u in enumerate(users) if u not in earlier]
@@ -86,3 +87,30 @@ def test_refuses_a_foreign_work_folder_and_a_larger_earlier_sample(tmp_path):
     run["rerank"][rgm.BLEND]["seqrec_weight"] = 0.9  # another run's weight: its figure is not reproduced
     with pytest.raises(SystemExit, match="does not reproduce"):
         rgm.sample_parts(run, scores, 15)
+
+
+def test_same_sample_compares_the_two_blends_per_user(tmp_path):
+    """A re-trained cross-encoder on the same test users: no parts to split off, the blends are paired instead."""
+    run, work, users, seq, blend = make_run(tmp_path / "new", 40)
+    old_run, old_work, old_users, old_seq, old_blend = make_run(tmp_path / "old", 40, data_seed=11)
+    out = tmp_path / "result.json"
+    out.write_text(json.dumps({**old_run, "command": "old"}))
+    with pytest.raises(SystemExit, match="--earlier-work"):
+        rgm.merge(tmp_path / "new" / "run.json", work, out, "replaced run", [], "cmd")
+    got = rgm.merge(tmp_path / "new" / "run.json", work, out, "replaced run", [], "cmd", earlier_work=old_work)
+    assert "by_sample_part" not in got
+    where = {u: i for i, u in enumerate(users)}
+    paired = [blend[where[u]] - old_blend[i] for i, u in enumerate(old_users)]
+    vs = got["vs_replaced"]
+    assert vs["users"] == 40 and vs["this - replaced"]["diff"] == pytest.approx(np.mean(paired))
+    assert vs["replaced blend ndcg@10"] == pytest.approx(np.mean(old_blend))
+    assert vs["seqrec identical"] is False  # the two synthetic runs draw their seqrec ranks independently
+    merged = json.loads(out.read_text())
+    assert merged["earlier_runs"]["replaced run"]["command"] == "old"
+
+
+def test_vs_replaced_refuses_users_missing_from_this_run(tmp_path):
+    run, work, *_ = make_run(tmp_path / "new", 20)
+    old_run, old_work, *_ = make_run(tmp_path / "old", 40, data_seed=11)
+    with pytest.raises(SystemExit, match="not in this run"):
+        rgm.vs_replaced(run, rgm.load_scores(work), old_run, rgm.load_scores(old_work))

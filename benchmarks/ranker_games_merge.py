@@ -101,11 +101,12 @@ def merge(run_file: Path, work: Path, out: Path, label: str, notes: list[str], c
     scores = load_scores(work)
     merged = dict(run)
     merged.pop("by_sample_part", None)
-    if earlier["sampling"]["test_users"] < run["sampling"]["test_users"]:
-        merged["by_sample_part"] = sample_parts(run, scores, earlier["sampling"]["test_users"])
+    n_old, n_new = earlier["sampling"]["test_users"], run["sampling"]["test_users"]
+    if n_old < n_new:
+        merged["by_sample_part"] = sample_parts(run, scores, n_old)
     elif earlier_work is None:
-        raise SystemExit("the replaced run has the same test sample: name its folder with --earlier-work "
-                         "so the two blends are compared on those users")
+        raise SystemExit(f"the replaced run's test sample ({n_old} users) is not smaller than this run's ({n_new}): "
+                         "name its folder with --earlier-work so the two blends are compared on its users")
     if earlier_work is not None:
         merged["vs_replaced"] = vs_replaced(run, scores, earlier, load_scores(earlier_work))
     merged["notes"] = run["notes"] + notes

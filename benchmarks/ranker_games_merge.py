@@ -100,7 +100,6 @@ def merge(run_file: Path, work: Path, out: Path, label: str, notes: list[str], c
     earlier = json.loads(out.read_text())
     scores = load_scores(work)
     merged = dict(run)
-    merged.pop("by_sample_part", None)
     n_old, n_new = earlier["sampling"]["test_users"], run["sampling"]["test_users"]
     if n_old < n_new:
         merged["by_sample_part"] = sample_parts(run, scores, n_old)

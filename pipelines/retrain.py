@@ -25,7 +25,7 @@ from components.ingest import ingest
 from components.list_partitions import list_partitions
 from components.merge_ingest import merge_ingest
 from components.register import register
-from components.train import train
+from components.train import launcher_gpus, train
 from components.train_ranker import train_ranker
 from shoprec.trainjob import SECRET_ENV
 
@@ -48,7 +48,7 @@ def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_t
     features_task = features(partials=dsl.Collected(day_task.outputs["partial"]),
                              ingest_summary=merge_task.outputs["summary"])
     train_task = train(features=features_task.outputs["features"], recipe=recipe, epochs=epochs, workers=workers,
-                       nodes=nodes)
+                       nodes=nodes, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)  # checkpoint key: retries resume
     eval_task = evaluate(model=train_task.outputs["model"], features=features_task.outputs["features"],
                          model_name=model_name, margin=margin)
     eval_task.set_caching_options(False)  # the champion it compares with changes between runs
@@ -125,11 +125,15 @@ def retrain_cluster(
                  "evaluate_ranker", "register_ranker"):
         tasks[name].set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)
     t = tasks["train"]
-    t.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+    # the pod trains on its GPUs with one node; with more it only launches and watches the TrainJob: no GPU
+    t.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(launcher_gpus(gpus=gpus, nodes=nodes).output)
     t.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
     t.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)  # resumes from its checkpoint
     kubernetes.empty_dir_mount(t, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="8Gi")
     kubernetes.add_node_selector(t, label_key="nvidia.com/gpu.present", label_value="true")
     kubernetes.add_toleration(t, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
     kubernetes.set_timeout(t, seconds=6 * 3600)
+    for env, field in (("SHOPREC_POD_NAME", "metadata.name"), ("SHOPREC_POD_UID", "metadata.uid"),
+                       ("SHOPREC_POD_NAMESPACE", "metadata.namespace")):  # the TrainJob's owner reference
+        kubernetes.use_field_path_as_env(t, env, field)
     _secrets_as_env(t)

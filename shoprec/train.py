@@ -9,7 +9,13 @@ or from Python with :func:`launch`, which builds exactly that command. The loop 
 trainer, :func:`shoprec.trainer.fit` (the ranker uses it too): each process trains on its shard of the
 shoppers (DistributedSampler), batched by length here; gradients are averaged by DDP; validation is
 split across the processes and summed. Only rank 0 logs, shows progress and writes files. A checkpoint
-is written atomically after every epoch; a restarted run (``--max-restarts``) resumes from it.
+is written atomically after every epoch; a restarted run (``--max-restarts``) resumes from it. With
+``--checkpoint-uri s3://...`` the checkpoints are also copied there after every epoch and restored from there
+before training (:mod:`shoprec.checkpoint_store`), so a retry in a new pod resumes too.
+
+Fault injection (tests only): ``SHOPREC_FAULT_KILL_AFTER_EPOCH=N`` ends the run after epoch N (0-based) is
+checkpointed and stored, as a deleted pod would: rank 0 sends SIGTERM to its torchrun agent, which stops
+every worker and exits non-zero without restarting them.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -28,11 +36,13 @@ import torch
 from torch.utils.data import Dataset
 
 from shoprec import metrics
+from shoprec.checkpoint_store import CheckpointStore
 from shoprec.features import load_items, load_sequences
 from shoprec.models.seqrec import PAD, SeqRec, SeqRecConfig, left_pad, save_model, trim
 from shoprec.trainer import FitConfig, all_reduce_sums, cleanup_distributed, fit, setup_distributed
 
 log = logging.getLogger("shoprec.train")
+FAULT_ENV = "SHOPREC_FAULT_KILL_AFTER_EPOCH"
 
 
 @dataclass
@@ -186,10 +196,37 @@ def _all_reduce_sums(sums: dict[str, float], device) -> dict[str, float]:
     return all_reduce_sums({k: sums.get(k, 0.0) for k in sorted(zero)}, device)
 
 
+def restore_checkpoints(store: CheckpointStore | None, ckpt_dir: Path) -> None:
+    """Local rank 0 of every node copies the stored checkpoints into ``ckpt_dir``; the others wait for it."""
+    import torch.distributed as dist
+
+    if store is not None and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        n = store.restore(ckpt_dir)
+        if n:
+            log.info("restored %d checkpoint file(s) from %s", n, store.uri)
+        else:
+            log.info("no checkpoint at %s yet: training from the start", store.uri)
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def inject_fault(epoch: int) -> None:
+    """The ``SHOPREC_FAULT_KILL_AFTER_EPOCH`` test hook (see the module docstring); call it on rank 0 only."""
+    if os.environ.get(FAULT_ENV, "") != str(epoch):
+        return
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        raise RuntimeError(f"{FAULT_ENV}={epoch}: fault injected after epoch {epoch} (not under torchrun)")
+    log.warning("%s=%d: stopping the torchrun agent (pid %d) as a deleted pod would", FAULT_ENV, epoch, os.getppid())
+    os.kill(os.getppid(), signal.SIGTERM)
+    time.sleep(120)  # the agent stops this worker now; nothing more may be trained or stored
+    raise RuntimeError(f"{FAULT_ENV}: the torchrun agent did not stop this worker")
+
+
 def train(features: str | Path, out: str | Path, config: TrainConfig | None = None, resume: bool = True,
-          progress: bool = True) -> dict:
+          progress: bool = True, checkpoint_uri: str | None = None) -> dict:
     """Train on ``features`` with :func:`shoprec.trainer.fit` and write the best model to ``out``; returns the
-    run summary (rank 0; None on the other ranks)."""
+    run summary (rank 0; None on the other ranks). ``checkpoint_uri`` (``s3://...``): mirror the checkpoints
+    there after every epoch and resume from there (:mod:`shoprec.checkpoint_store`)."""
     cfg = config or TrainConfig()
     world, rank, device = setup_distributed()
     if device.type == "cpu":
@@ -197,6 +234,9 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
     is_main = rank == 0
     out = Path(out)
     ckpt_dir = out / "checkpoints"
+    store = CheckpointStore(checkpoint_uri) if checkpoint_uri else None
+    if resume:
+        restore_checkpoints(store, ckpt_dir)
 
     users, seqs = load_sequences(features)
     items = load_items(features)
@@ -241,9 +281,18 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
                         warmup_ratio=cfg.warmup_ratio, lr_schedule=cfg.lr_schedule, max_grad_norm=0.0, patience=cfg.patience,
                         metric="ndcg@10", mode="max", seed=cfg.seed, amp=cfg.amp,
                         max_train_minutes=cfg.max_train_minutes, progress=progress, ema_decay=cfg.ema_decay)
+    epochs_this_attempt: list[int] = []
+
+    def on_epoch_end(epoch: int, row: dict) -> None:
+        epochs_this_attempt.append(epoch)
+        if is_main:
+            if store is not None:
+                store.save(ckpt_dir)
+            inject_fault(epoch)
+
     run = fit(model, data, lambda batch: trim(*make_batch(batch, cfg.model, gen)), loss_fn, evaluate_valid, out,
               fit_cfg, resume=resume, save_best=lambda m, folder: save_model(m, folder), restore_best=False,
-              epoch_batches=epoch_batches)
+              on_epoch_end=on_epoch_end, epoch_batches=epoch_batches)
 
     from shoprec.models.seqrec import load_model
 
@@ -257,7 +306,7 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
         history = [{**row, "sequences_per_s": row["examples_per_s"]} for row in run["history"]]
         summary = {
             "objective": cfg.model.objective, "loss": cfg.model.loss, "world_size": world,
-            "best_epoch": run["best_epoch"], "epochs_run": run["epochs_run"],
+            "best_epoch": run["best_epoch"], "epochs_run": run["epochs_run"], "epochs_this_attempt": epochs_this_attempt,
             "train_seconds": run["train_seconds"], "elapsed_seconds": run["elapsed_seconds"],
             "train_cpu_seconds": run["train_cpu_seconds"],
             "sequences_per_s": run["examples_seen"] / max(run["train_seconds"], 1e-9),
@@ -274,7 +323,7 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
 
 
 def torchrun_command(features: str | Path, out: str | Path, nproc: int = 2, recipe: str | Path | None = None,
-                     max_restarts: int = 3, overrides: dict | None = None) -> list[str]:
+                     max_restarts: int = 3, overrides: dict | None = None, checkpoint_uri: str | None = None) -> list[str]:
     """The exact torchrun command :func:`launch` runs on one node.
 
     The rendezvous is c10d on an explicit 127.0.0.1 port rather than ``--standalone``: after a worker is
@@ -294,18 +343,25 @@ def torchrun_command(features: str | Path, out: str | Path, nproc: int = 2, reci
         cmd += ["--recipe", str(recipe)]
     if overrides:
         cmd += ["--overrides", json.dumps(overrides)]
+    if checkpoint_uri:
+        cmd += ["--checkpoint-uri", checkpoint_uri]
     return cmd
 
 
 def launch(features: str | Path, out: str | Path, nproc: int = 2, recipe: str | Path | None = None,
-           max_restarts: int = 3, overrides: dict | None = None, env: dict | None = None) -> dict:
+           max_restarts: int = 3, overrides: dict | None = None, env: dict | None = None,
+           checkpoint_uri: str | None = None) -> dict:
     """Run :func:`train` under ``torchrun`` with ``nproc`` workers; returns the summary rank 0 wrote. An
-    ensemble recipe (with ``members:``) trains each member so, then the ensemble (:mod:`shoprec.ensemble`)."""
+    ensemble recipe (with ``members:``) trains each member so, then the ensemble (:mod:`shoprec.ensemble`);
+    its members' checkpoints stay local (``checkpoint_uri`` is for a single model)."""
     from shoprec.ensemble import recipe_members, train_ensemble
 
     if recipe_members(recipe) is not None:
+        if checkpoint_uri:
+            log.warning("ensemble recipe: members' checkpoints are not stored at %s; a retry retrains them",
+                        checkpoint_uri)
         return train_ensemble(features, out, recipe, nproc, max_restarts, overrides, env)
-    cmd = torchrun_command(features, out, nproc, recipe, max_restarts, overrides)
+    cmd = torchrun_command(features, out, nproc, recipe, max_restarts, overrides, checkpoint_uri)
     log.info("running: %s", " ".join(cmd))
     subprocess.run(cmd, check=True, env={**os.environ, **(env or {})})
     return json.loads((Path(out) / "metrics.json").read_text())
@@ -318,12 +374,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--recipe", help="YAML file of TrainConfig fields (see configs/seqrec/)")
     p.add_argument("--overrides", default="{}", help="JSON object of TrainConfig fields that win over the recipe")
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--checkpoint-uri", help="s3:// folder that mirrors the checkpoints (resume in a new pod)")
     a = p.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
     cfg = load_recipe(a.recipe, **json.loads(a.overrides))
-    train(a.features, a.out, cfg, resume=not a.no_resume, progress=sys.stderr.isatty())
+    train(a.features, a.out, cfg, resume=not a.no_resume, progress=sys.stderr.isatty(), checkpoint_uri=a.checkpoint_uri)
 
 
 if __name__ == "__main__":

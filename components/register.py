@@ -8,8 +8,8 @@ from components import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def register(model: Input[Model], evaluation: Input[Artifact], model_name: str, kfp_run_id: str,
-             data_snapshot: str, kind: str) -> NamedTuple("Outputs", version=str, promoted=bool, decision=str):
-    """Log the run to MLflow, register a version as @challenger, move @champion when the gate passed."""
+             data_snapshot: str, kind: str) -> NamedTuple("Outputs", version=str, gate_passed=bool, decision=str):
+    """Log the run to MLflow and register a version as @challenger (@champion moves only in promote)."""
     import json
     from collections import namedtuple
 
@@ -17,5 +17,5 @@ def register(model: Input[Model], evaluation: Input[Artifact], model_name: str, 
 
     result = run_register(model.path, evaluation.path, model_name, kfp_run_id=kfp_run_id,
                           data_snapshot=json.loads(data_snapshot), kind=kind)
-    return namedtuple("Outputs", ["version", "promoted", "decision"])(
-        result["version"], result["promoted"], f"{result['decision']}: {result['reason']}")
+    return namedtuple("Outputs", ["version", "gate_passed", "decision"])(
+        result["version"], result["gate_passed"], f"{result['decision']}: {result['reason']}")

@@ -1,7 +1,8 @@
 """MLflow tracking and registry: one run per pipeline run, versions, and the champion/challenger aliases.
 
 MLflow stages are deprecated, so promotion is done with aliases: every registered version gets
-``challenger``; ``champion`` moves only when the evaluation gate passed (or by hand). Aliases keep no
+``challenger``; ``champion`` moves only after the version passed its evaluation gate *and* its canary
+(the pipeline's ``promote`` step, :func:`shoprec.deploy.promote`), or by hand (:func:`promote`). Aliases keep no
 history of their own, so every move is also written as a registered-model tag
 ``shoprec.history.NNNN`` = JSON {alias, version, previous, reason, by, at}.
 
@@ -168,6 +169,12 @@ def list_models() -> list[str]:
 
 def promote(name: str, version: str, reason: str = "", force: bool = False, by: str | None = None) -> dict:
     """Move ``champion`` to ``version`` by hand; only a version that passed evaluation unless ``force``."""
+    reason = check_promotable(name, version, reason, force)
+    return record_alias(name, CHAMPION, str(version), reason, by=by)
+
+
+def check_promotable(name: str, version: str, reason: str = "", force: bool = False) -> str:
+    """Raise :class:`RegistryError` unless ``version`` may become champion; the reason to record."""
     mv = _model_version(name, version)
     gate = (mv.tags or {}).get("shoprec.gate")
     if gate != "True" and not force:
@@ -176,8 +183,7 @@ def promote(name: str, version: str, reason: str = "", force: bool = False, by: 
     champ = version_by_alias(name, CHAMPION)
     if champ is not None and str(champ.version) == str(version):
         raise RegistryError(f"{name} v{version} is already the champion")
-    reason = reason or ("promoted by hand" + (" (forced past the gate)" if gate != "True" else ""))
-    return record_alias(name, CHAMPION, str(version), reason, by=by)
+    return reason or ("promoted by hand" + (" (forced past the gate)" if gate != "True" else ""))
 
 
 def champion_lineage(name: str) -> list[str]:
@@ -198,6 +204,12 @@ def champion_lineage(name: str) -> list[str]:
 
 def rollback(name: str, reason: str = "", by: str | None = None) -> dict:
     """Move ``champion`` back to the version it held before the latest move (rollbacks are undone in turn)."""
+    current, target = rollback_target(name)
+    return record_alias(name, CHAMPION, target, reason or f"rollback from v{current}", by=by, action="rollback")
+
+
+def rollback_target(name: str) -> tuple[str, str]:
+    """(champion now, the version :func:`rollback` would move it to); RegistryError when there is none."""
     _model_version_check(name)
     champ = version_by_alias(name, CHAMPION)
     stack = champion_lineage(name)
@@ -210,7 +222,7 @@ def rollback(name: str, reason: str = "", by: str | None = None) -> dict:
         raise RegistryError(f"{name} has no earlier champion than v{champ.version} in its alias history")
     target = previous[-1]
     _model_version(name, target)
-    return record_alias(name, CHAMPION, target, reason or f"rollback from v{champ.version}", by=by, action="rollback")
+    return str(champ.version), target
 
 
 def _model_version_check(name: str):
@@ -245,7 +257,10 @@ def _unreachable(e: Exception) -> bool:
 
 def register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_run_id: str = "",
              data_snapshot: dict | None = None, kind: str = "seqrec") -> dict:
-    """Log the run, register a version with alias ``challenger``, move ``champion`` if the gate passed.
+    """Log the run and register a version with alias ``challenger``; the gate result is its ``shoprec.gate`` tag.
+
+    ``champion`` does not move here: a version becomes champion only after its canary passed
+    (:func:`shoprec.deploy.promote`). Returns the version and ``gate_passed``.
 
     Idempotent for a KFP run id: registering the same pipeline run again returns the version it made,
     and a run left half-done by an outage is resumed, not duplicated. MLflow's client retries each
@@ -284,8 +299,9 @@ def _register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_
             if versions:
                 v = versions[0]
                 log.info("register: KFP run %s already registered as %s v%s", kfp_run_id, name, v.version)
-                champ = version_by_alias(name, CHAMPION)
-                return {"version": str(v.version), "run_id": v.run_id, "promoted": bool(champ and champ.version == v.version),
+                if version_by_alias(name, CHALLENGER) is None:  # died between registering and the alias
+                    record_alias(name, CHALLENGER, str(v.version), "registered by the retrain pipeline")
+                return {"version": str(v.version), "run_id": v.run_id, "gate_passed": bool(evaluation["gate"]),
                         "decision": "already registered", "reason": evaluation["reason"]}
     champion = version_by_alias(name, CHAMPION)
     tags = {KFP_RUN_TAG: kfp_run_id, MODEL_NAME_TAG: name, "shoprec.git_commit": _git_commit(),
@@ -324,13 +340,13 @@ def _register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_
         c.set_model_version_tag(name, version, KFP_RUN_TAG, kfp_run_id)
         c.set_model_version_tag(name, version, "shoprec.reason", evaluation["reason"][:5000])
     record_alias(name, CHALLENGER, version, "registered by the retrain pipeline")
+    champ = f"champion v{champion.version}" if champion else "no champion yet"
     if evaluation["gate"]:
-        record_alias(name, CHAMPION, version, evaluation["reason"])
-        decision = f"promoted v{version} to champion"
+        decision = f"v{version} is challenger and passed its gate ({champ}): next, a canary"
     else:
-        decision = f"kept champion v{champion.version}; v{version} stays challenger" if champion else "not promoted"
+        decision = f"v{version} is challenger and failed its gate; {champ} stays"
     log.info("register: %s (%s)", decision, evaluation["reason"])
-    return {"version": version, "run_id": run.info.run_id, "promoted": bool(evaluation["gate"]),
+    return {"version": version, "run_id": run.info.run_id, "gate_passed": bool(evaluation["gate"]),
             "decision": decision, "reason": evaluation["reason"]}
 
 

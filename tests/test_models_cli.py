@@ -23,6 +23,7 @@ def two_versions(mlflow_server, tiny_model, tmp_path_factory):
     mp.setenv("SHOPREC_USER", "alice")
     root = tmp_path_factory.mktemp("cli")
     registry.register(tiny_model, write_evaluation(root / "a", gate=True, ndcg=0.25), NAME, kfp_run_id="cli-1")
+    registry.promote(NAME, "1", reason="canary passed")
     registry.register(tiny_model, write_evaluation(root / "b", gate=False, ndcg=0.2), NAME, kfp_run_id="cli-2")
     yield mlflow_server
     mp.undo()

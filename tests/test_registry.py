@@ -30,7 +30,10 @@ def test_register_twice_for_one_kfp_run_makes_one_version(store, tiny_model):
     first = registry.register(tiny_model, ev, "reg-idem", kfp_run_id="kfp-run-1", data_snapshot={"partitions": 5})
     again = registry.register(tiny_model, ev, "reg-idem", kfp_run_id="kfp-run-1", data_snapshot={"partitions": 5})
     assert first["version"] == again["version"] == "1" and first["run_id"] == again["run_id"]
-    assert again["decision"] == "already registered" and again["promoted"]
+    assert again["decision"] == "already registered" and again["gate_passed"]
+    # register names the challenger only: @champion moves after the canary (shoprec.deploy.promote).
+    assert registry.version_by_alias("reg-idem", "challenger").version == "1"
+    assert registry.version_by_alias("reg-idem", "champion") is None
     c = registry.client()
     assert len(c.search_model_versions("name='reg-idem'")) == 1
     exp = registry.experiment_id(c)
@@ -54,18 +57,25 @@ def test_register_twice_for_one_kfp_run_makes_one_version(store, tiny_model):
     assert json.loads(mv.tags["shoprec.evaluation"])["ndcg@10"] == pytest.approx(0.3)
 
 
-def test_failing_gate_leaves_the_champion_untouched(store, tiny_model):
+def test_register_moves_only_the_challenger(store, tiny_model):
     v1 = registry.register(tiny_model, write_evaluation(store / "a", gate=True), "reg-gate", kfp_run_id="g-1")
+    assert v1["gate_passed"] and v1["decision"] == "v1 is challenger and passed its gate (no champion yet): next, a canary"
+    assert registry.version_by_alias("reg-gate", "champion") is None
+    registry.promote("reg-gate", "1", reason="canary passed")
     v2 = registry.register(tiny_model, write_evaluation(store / "b", gate=False, ndcg=0.1), "reg-gate",
                            kfp_run_id="g-2")
-    assert v1["promoted"] and not v2["promoted"]
+    assert not v2["gate_passed"]
     assert registry.version_by_alias("reg-gate", "champion").version == "1"
     assert registry.version_by_alias("reg-gate", "challenger").version == "2"
-    assert v2["decision"] == "kept champion v1; v2 stays challenger"
+    assert v2["decision"] == "v2 is challenger and failed its gate; champion v1 stays"
     run2 = registry.client().get_run(v2["run_id"])
     assert run2.data.tags["shoprec.parent_champion"] == "1"
     moves = [(e["alias"], e["version"], e["previous"]) for e in registry.alias_history("reg-gate")]
     assert moves == [("challenger", "1", None), ("champion", "1", None), ("challenger", "2", "1")]
+    v3 = registry.register(tiny_model, write_evaluation(store / "c", gate=True, ndcg=0.5), "reg-gate",
+                           kfp_run_id="g-3")
+    assert v3["gate_passed"] and registry.version_by_alias("reg-gate", "champion").version == "1"
+    assert registry.version_by_alias("reg-gate", "challenger").version == "3"
 
     # By hand: a version that failed its gate is refused unless forced.
     with pytest.raises(registry.RegistryError, match="reg-gate v2 failed its evaluation gate"):
@@ -85,6 +95,7 @@ def test_failing_gate_leaves_the_champion_untouched(store, tiny_model):
 def test_rollback_walks_back_through_several_champions(store, tiny_model):
     for i in (1, 2, 3):
         registry.register(tiny_model, write_evaluation(store / f"e{i}", gate=True), "reg-walk", kfp_run_id=f"w-{i}")
+        registry.promote("reg-walk", str(i), reason="canary passed")
     assert registry.champion_lineage("reg-walk") == ["1", "2", "3"]
     assert registry.rollback("reg-walk")["version"] == "2"
     assert registry.rollback("reg-walk")["version"] == "1"

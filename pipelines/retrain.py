@@ -1,11 +1,15 @@
 """The retrain DAG and its cluster variant.
 
     list-partitions -> ParallelFor(day): ingest -> day-features
-                    -> merge-ingest, features -> train -> evaluate -> register -> deploy (if the gate passed)
+                    -> merge-ingest, features -> train -> evaluate -> register (@challenger)
+                    -> if the gate passed: deploy (canary of models:/NAME/N) -> promote (checks, @champion)
 
 ``retrain`` runs anywhere (``shoprec pipeline run --local`` runs it with kfp.local); ``retrain_cluster``
 is the same DAG with what a Kubernetes cluster needs: GPUs for the train step, a memory-backed
-``/dev/shm`` for NCCL, node selector and tolerations for GPU nodes, credentials from Secrets, retries.
+``/dev/shm`` for NCCL, node selector and tolerations for GPU nodes, credentials from Secrets (keys that may
+be absent optional, see ``shoprec.k8s.OPTIONAL_SECRET_KEYS``), retries, and the image settings of the
+compiling shell on every task (``shoprec.k8s.image_env``) so the TrainJob and InferenceService a step
+creates use the same images as the steps.
 Compile with ``shoprec pipeline compile [--cluster] -o retrain.yaml`` or ``kfp dsl compile --py
 pipelines/retrain.py --function retrain --output retrain.yaml``.
 """
@@ -24,9 +28,11 @@ from components.features import features
 from components.ingest import ingest
 from components.list_partitions import list_partitions
 from components.merge_ingest import merge_ingest
+from components.promote import promote
 from components.register import register
 from components.train import launcher_gpus, train
 from components.train_ranker import train_ranker
+from shoprec.k8s import SERVER_SECRET, image_env, secret_optional
 from shoprec.trainjob import SECRET_ENV
 
 # One line of JSON (which is also YAML): KFP copies defaults into a comment header of the compiled
@@ -37,7 +43,7 @@ MAX_PARALLEL_DAYS = 8
 
 
 def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
-         ranker_recipe, nodes=1) -> dict:
+         ranker_recipe, canary_percent, max_error_rate, ready_timeout, nodes=1) -> dict:
     days = list_partitions(data_uri=data_uri)
     days.set_caching_options(False)  # new days arrive under the same URI
     with dsl.ParallelFor(days.output, parallelism=MAX_PARALLEL_DAYS) as day:
@@ -66,14 +72,19 @@ def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_t
                                data_snapshot=merge_task.outputs["Output"], kind="ranker")
     ranker_register.set_caching_options(False)
     with dsl.If(eval_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition syntax)
+        # The exact version, pinned; the ranker's new version rides along when its own gate passed.
         deploy_task = deploy(model_name=model_name, version=register_task.outputs["version"], target=deploy_target,
-                             ranker_name=ranker_name)
-        deploy_task.after(ranker_register)
+                             ranker_name=ranker_name, ranker_version=ranker_register.outputs["version"],
+                             ranker_gate=ranker_register.outputs["gate_passed"], canary_percent=canary_percent,
+                             ready_timeout=ready_timeout)
         deploy_task.set_caching_options(False)
+        promote_task = promote(deployment=deploy_task.output, max_error_rate=max_error_rate,
+                               ready_timeout=ready_timeout)
+        promote_task.set_caching_options(False)
     return {"days": days, "ingest": ingest_task, "day_features": day_task, "merge": merge_task,
             "features": features_task, "train": train_task, "evaluate": eval_task, "register": register_task,
-            "deploy": deploy_task, "train_ranker": ranker_task, "evaluate_ranker": ranker_eval,
-            "register_ranker": ranker_register}
+            "deploy": deploy_task, "promote": promote_task, "train_ranker": ranker_task,
+            "evaluate_ranker": ranker_eval, "register_ranker": ranker_register}
 
 
 @dsl.pipeline(name="shoprec-retrain",
@@ -89,17 +100,25 @@ def retrain(
     recipe: str = RECIPE,
     ranker_name: str = "shoprec-ranker",
     ranker_recipe: str = RANKER_RECIPE,
+    canary_percent: int = 10,
+    max_error_rate: float = 0.01,
+    ready_timeout: int = 900,
 ):
     _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
-         ranker_recipe)
+         ranker_recipe, canary_percent, max_error_rate, ready_timeout)
 
 
-def _secrets_as_env(task) -> None:
-    by_secret: dict[str, dict[str, str]] = {}
-    for env, (secret, key) in SECRET_ENV.items():
-        by_secret.setdefault(secret, {})[key] = env
-    for secret, key_to_env in sorted(by_secret.items()):
-        kubernetes.use_secret_as_env(task, secret, secret_key_to_env=key_to_env)
+# What the promote step adds: the server's bearer token, for its smoke requests.
+SERVER_TOKEN_ENV = {"SHOPREC_API_TOKEN": (SERVER_SECRET, "api-token")}
+
+
+def _secrets_as_env(task, secret_env: dict[str, tuple[str, str]] = SECRET_ENV) -> None:
+    """Env from Secrets; keys that may be absent (shoprec.k8s.OPTIONAL_SECRET_KEYS) in a separate optional group."""
+    groups: dict[tuple[str, bool], dict[str, str]] = {}
+    for env, (secret, key) in secret_env.items():
+        groups.setdefault((secret, secret_optional(secret, key)), {})[key] = env
+    for (secret, optional), key_to_env in sorted(groups.items()):
+        kubernetes.use_secret_as_env(task, secret, secret_key_to_env=key_to_env, optional=optional)
 
 
 @dsl.pipeline(name="shoprec-retrain-cluster",
@@ -116,11 +135,19 @@ def retrain_cluster(
     recipe: str = RECIPE,
     ranker_name: str = "shoprec-ranker",
     ranker_recipe: str = RANKER_RECIPE,
+    canary_percent: int = 10,
+    max_error_rate: float = 0.01,
+    ready_timeout: int = 900,
 ):
     tasks = _dag(data_uri, epochs, gpus, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
-                 ranker_recipe, nodes=nodes)
+                 ranker_recipe, canary_percent, max_error_rate, ready_timeout, nodes=nodes)
+    images = image_env()  # resolved now, from the compiling shell
+    for task in tasks.values():
+        for var, value in sorted(images.items()):
+            task.set_env_variable(var, value)
     for name in ("days", "ingest", "evaluate", "register", "deploy", "evaluate_ranker", "register_ranker"):
         _secrets_as_env(tasks[name])
+    _secrets_as_env(tasks["promote"], {**SECRET_ENV, **SERVER_TOKEN_ENV})
     for name in ("days", "ingest", "day_features", "merge", "features", "evaluate", "register", "deploy",
                  "evaluate_ranker", "register_ranker"):
         tasks[name].set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)

@@ -46,3 +46,32 @@ images-lint: $(STAMP)
 
 images-print:
 	@echo $(BASE_IMAGE) $(TRAINER_IMAGE) $(SERVER_IMAGE) $(MLFLOW_IMAGE)
+
+# ------------------------------------------------------------------ the same images built and run on this machine
+# No registry needed: a Debian base made with debootstrap, a wheelhouse from the host's pip, a docker engine
+# started here when none runs (images/local/; root and `apt-get install -y docker.io debootstrap` first).
+#   make images-local          # build base, server, mlflow and the CPU trainer (tag <version>-<git sha>)
+#   make pipeline-containers   # the retrain DAG with every step in its image (kfp.local DockerRunner)
+#   make docker-down           # stop the engine images/local/dockerd.sh started (by its PID)
+.PHONY: images-local docker-up docker-down pipeline-containers containers-bench containers-test
+
+docker-up:
+	@images/local/dockerd.sh start
+
+docker-down:
+	images/local/dockerd.sh stop
+
+images-local: $(STAMP)
+	DOCKER_HOST=$$(images/local/dockerd.sh start) images/local/build.sh
+
+pipeline-containers: $(STAMP)
+	DOCKER_HOST=$$(images/local/dockerd.sh start) $(BIN)/shoprec pipeline run --local --containers
+
+## Build cold and warm, run the DAG in containers and as subprocesses, check the server image as a pod runs it;
+## writes benchmarks/results/containers.json.
+containers-bench: $(STAMP)
+	DOCKER_HOST=$$(images/local/dockerd.sh start) $(BIN)/python benchmarks/containers.py
+
+## The container test alone (CI runs it after make test; skipped without a docker engine).
+containers-test: $(STAMP)
+	DOCKER_HOST=$$(images/local/dockerd.sh start) $(BIN)/python -m pytest -q -m containers tests/test_containers.py

@@ -181,18 +181,26 @@ def pipeline_compile(output: str, cluster: bool) -> None:
 
 
 @pipeline.command("run")
-@click.option("--local", "local", is_flag=True, required=True, help="Run with kfp.local (SubprocessRunner).")
+@click.option("--local", "local", is_flag=True, required=True, help="Run with kfp.local on this machine.")
+@click.option("--containers", is_flag=True,
+              help="Every step in its image (kfp.local's DockerRunner; build them with `make images-local`), with a "
+                   "local mlflow server and S3 API started unless MLFLOW_TRACKING_URI / AWS_ENDPOINT_URL are set.")
 @click.option("--data", "data_uri", default=None, help="Raw data folder or s3:// URI (default: built-in shop).")
 @click.option("--epochs", default=None, type=int)
 @click.option("--workers", default=2, show_default=True)
 @click.option("--model-name", default="shoprec-seqrec", show_default=True)
 @click.option("--margin", default=0.0, show_default=True)
-def pipeline_run(local: bool, data_uri: str | None, epochs: int | None, workers: int, model_name: str,
-                 margin: float) -> None:
+def pipeline_run(local: bool, containers: bool, data_uri: str | None, epochs: int | None, workers: int,
+                 model_name: str, margin: float) -> None:
     """Run the whole DAG on this machine."""
+    from shoprec.container_runner import ContainerRunError
     from shoprec.pipeline_runner import run_local
 
-    _print_json(run_local(data_uri=data_uri, epochs=epochs, workers=workers, model_name=model_name, margin=margin))
+    try:
+        _print_json(run_local(data_uri=data_uri, epochs=epochs, workers=workers, model_name=model_name, margin=margin,
+                              runner="docker" if containers else "subprocess"))
+    except ContainerRunError as e:
+        raise click.ClickException(str(e)) from e
 
 
 # ------------------------------------------------------------------ model registry

@@ -138,8 +138,6 @@ def error_rate(metrics_text: str) -> tuple[int, int]:
 
     errors = total = 0
     for family in text_string_to_metric_families(metrics_text):
-        if family.name != "shoprec_requests":
-            continue
         for sample in family.samples:
             if sample.name != "shoprec_requests_total" or not sample.labels.get("path", "").startswith("/v1/"):
                 continue

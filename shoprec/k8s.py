@@ -22,7 +22,6 @@ and the image stay with whoever applied the manifests (the overlays).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -282,7 +281,7 @@ def server_side_apply(api, body: dict, dry_run: bool = False) -> dict:
     """PATCH ``body`` as ``application/apply-patch+yaml`` with field manager :data:`FIELD_MANAGER` (force).
 
     kubernetes' CustomObjectsApi in this version always sends a merge patch, so the request goes through
-    its ApiClient with the apply content type; the body is JSON, which is YAML.
+    its ApiClient with the apply content type (whose REST layer sends the body as JSON, which is YAML).
     """
     from kubernetes.client.exceptions import ApiException
 
@@ -293,7 +292,7 @@ def server_side_apply(api, body: dict, dry_run: bool = False) -> dict:
             f"/apis/{GROUP}/{API_VERSION}/namespaces/{{namespace}}/{PLURAL}/{{name}}", "PATCH",
             path_params={"namespace": ns, "name": name}, query_params=query,
             header_params={"Content-Type": APPLY_PATCH, "Accept": "application/json"},
-            body=json.dumps(body), response_type="object", auth_settings=["BearerToken"],
+            body=body, response_type="object", auth_settings=["BearerToken"],
             _return_http_data_only=True)
     except ApiException as e:
         raise RolloutError(f"server-side apply of InferenceService {ns}/{name} failed"

@@ -248,28 +248,67 @@ def models_list(name: str | None, as_json: bool) -> None:
                    f"{ev[0]:>8} {ev[1]:>7} {ev[2]:>7}  {r['created'] or '-'}")
 
 
+_TARGET = click.option("--target", type=click.Choice(["none", "local", "kserve"]), default="none", show_default=True,
+                       help="Also serve the version, pinned (models:/NAME/N) with all traffic: the local server "
+                            "pointer or the KServe InferenceService (server-side apply, waits for Ready). "
+                            "@champion moves only after that succeeded.")
+_NAMESPACE = click.option("--namespace", default="shoprec", show_default=True, help="The InferenceService's namespace.")
+_SERVICE = click.option("--service", default=None, help="The InferenceService's name (default: NAME).")
+_TIMEOUT = click.option("--timeout", "timeout_s", default=600.0, show_default=True,
+                        help="Seconds to wait for the InferenceService to get Ready.")
+
+
+def _serve_pinned(name: str, version: str, target: str, namespace: str, service: str | None, timeout_s: float) -> str:
+    """Serve models:/NAME/VERSION on the target ("none": nothing); what now serves it, for the message."""
+    if target == "none":
+        return ""
+    from shoprec import deploy, k8s
+
+    try:
+        record = deploy.pin(name, version, target, namespace=namespace, service=service, ready_timeout_s=timeout_s)
+    except (k8s.RolloutError, k8s.NoClusterError, ValueError) as e:
+        raise click.ClickException(f"{e}; @champion not moved") from e
+    where = f"{record['namespace']}/{record['service']}" if target == "kserve" else "the local server pointer"
+    return f"; {where} serves {record['model_uri']}"
+
+
 @models.command("promote")
 @click.argument("name")
 @click.argument("version")
 @click.option("--force", is_flag=True, help="Promote even if the version did not pass its evaluation gate.")
 @click.option("--reason", default="", help="Why (kept in the alias history).")
-def models_promote(name: str, version: str, force: bool, reason: str) -> None:
+@_TARGET
+@_NAMESPACE
+@_SERVICE
+@_TIMEOUT
+def models_promote(name: str, version: str, force: bool, reason: str, target: str, namespace: str,
+                   service: str | None, timeout_s: float) -> None:
     """Make VERSION of NAME the champion (it must have passed evaluation unless --force)."""
     from shoprec import registry
 
-    entry = _registry_call(registry.promote, name, version, reason=reason, force=force)
-    click.echo(f"{name}@champion -> v{entry['version']} (was {('v' + entry['previous']) if entry['previous'] else 'none'})")
+    reason = _registry_call(registry.check_promotable, name, version, reason=reason, force=force)
+    served = _serve_pinned(name, version, target, namespace, service, timeout_s)
+    entry = _registry_call(registry.record_alias, name, registry.CHAMPION, version, reason)
+    click.echo(f"{name}@champion -> v{entry['version']} (was {('v' + entry['previous']) if entry['previous'] else 'none'})"
+               f"{served}")
 
 
 @models.command("rollback")
 @click.argument("name")
 @click.option("--reason", default="", help="Why (kept in the alias history).")
-def models_rollback(name: str, reason: str) -> None:
+@_TARGET
+@_NAMESPACE
+@_SERVICE
+@_TIMEOUT
+def models_rollback(name: str, reason: str, target: str, namespace: str, service: str | None, timeout_s: float) -> None:
     """Move NAME's champion back to the previous champion in its alias history."""
     from shoprec import registry
 
-    entry = _registry_call(registry.rollback, name, reason=reason)
-    click.echo(f"{name}@champion -> v{entry['version']} (rolled back from v{entry['previous']})")
+    current, previous = _registry_call(registry.rollback_target, name)
+    served = _serve_pinned(name, previous, target, namespace, service, timeout_s)
+    entry = _registry_call(registry.record_alias, name, registry.CHAMPION, previous,
+                           reason or f"rollback from v{current}", action="rollback")
+    click.echo(f"{name}@champion -> v{entry['version']} (rolled back from v{entry['previous']}){served}")
 
 
 @models.command("history")

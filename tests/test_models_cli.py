@@ -80,3 +80,79 @@ def test_the_installed_command(two_versions):
                          text=True, timeout=120, env={**os.environ,
                                                       "MLFLOW_TRACKING_URI": two_versions.url})
     assert out.returncode == 0 and "champion" in out.stdout, out.stderr
+
+
+# ------------------------------------------------------------------ --target: serve the pinned version too
+KNAME = "cli-kserve"
+
+
+@pytest.fixture
+def cluster(mlflow_server, tiny_model, tmp_path, monkeypatch):
+    """KUBECONFIG pointed at the recording API stand-in of tests/test_release.py, holding InferenceService
+    cli-kserve on v1; the registry with v1 (champion) and v2 (failed its gate)."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    import yaml
+
+    from tests.test_release import FakeKube, existing
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("SHOPREC_USER", "bob")
+    if registry.version_by_alias(KNAME) is None:
+        registry.register(tiny_model, write_evaluation(tmp_path / "a", gate=True), KNAME, kfp_run_id="k-1")
+        registry.register(tiny_model, write_evaluation(tmp_path / "b", gate=False), KNAME, kfp_run_id="k-2")
+        registry.promote(KNAME, "1", reason="first")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKube)
+    FakeKube.objects, FakeKube.requests, FakeKube.ready, FakeKube.reject_apply = {}, [], "yes", 0
+    FakeKube.atomic_containers = False
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = {"apiVersion": "v1", "kind": "Config", "current-context": "t",
+              "clusters": [{"name": "t", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
+              "users": [{"name": "t", "user": {"token": "test-only"}}],
+              "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}]}
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    existing(FakeKube, f"models:/{KNAME}/1", name=KNAME)
+    yield FakeKube
+    server.shutdown()
+
+
+def _served(fake):
+    from tests.test_release import PATH
+
+    predictor = fake.objects[f"{PATH}/{KNAME}"]["spec"]["predictor"]
+    return predictor["containers"][0]["args"][2], predictor.get("canaryTrafficPercent")
+
+
+def test_promote_and_rollback_with_target_kserve_pin_the_served_version(cluster):
+    out = run("models", "promote", KNAME, "2", "--force", "--target", "kserve", "--reason", "hotfix")
+    assert f"{KNAME}@champion -> v2 (was v1); shoprec/{KNAME} serves models:/{KNAME}/2" in out
+    assert _served(cluster) == (f"models:/{KNAME}/2", None)
+    applied = [r for r in cluster.requests if r["method"] == "PATCH" and "dryRun" not in r["query"]]
+    assert applied[-1]["content_type"] == "application/apply-patch+yaml"
+    assert applied[-1]["query"]["fieldManager"] == "shoprec-deploy"
+    assert registry.version_by_alias(KNAME).version == "2"
+
+    out = run("models", "rollback", KNAME, "--target", "kserve")
+    assert f"{KNAME}@champion -> v1 (rolled back from v2); shoprec/{KNAME} serves models:/{KNAME}/1" in out
+    assert _served(cluster) == (f"models:/{KNAME}/1", None)
+    assert registry.version_by_alias(KNAME).version == "1"
+
+
+def test_a_rollout_that_does_not_get_ready_leaves_the_champion(cluster):
+    cluster.ready = "no"
+    out = run("models", "promote", KNAME, "2", "--force", "--target", "kserve", "--timeout", "0.3", ok=False)
+    assert f"InferenceService shoprec/{KNAME} not Ready after 0.3 s" in out and "@champion not moved" in out
+    assert registry.version_by_alias(KNAME).version == "1"
+
+
+def test_target_local_writes_the_pinned_pointer(cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHOPREC_HOME", str(tmp_path / "home"))
+    out = run("models", "promote", KNAME, "2", "--force", "--target", "local")
+    assert "the local server pointer serves models:/cli-kserve/2" in out
+    pointer = json.loads((tmp_path / "home" / "deployments" / f"{KNAME}.json").read_text())
+    assert pointer["model_uri"] == f"models:/{KNAME}/2"
+    run("models", "rollback", KNAME, "--target", "local")
+    assert registry.version_by_alias(KNAME).version == "1"

@@ -3,7 +3,7 @@
 # base, server, MLflow and the CPU variant of the trainer from the same Dockerfiles a cluster build uses.
 #
 #   images/local/build.sh               # or: make images-local
-#   NO_CACHE=1 images/local/build.sh    # a cold build (no layer cache)
+#   NO_CACHE=1 images/local/build.sh    # a cold build: Debian base and wheelhouse made again, no layer cache
 #
 # Tags: $REGISTRY/<name>:<version>-<git sha> (REGISTRY default shoprec-local; "-dirty" when the tree has
 # uncommitted changes). The tag is printed last, and written with each image's build seconds and size to
@@ -29,15 +29,19 @@ elif [[ -x /usr/bin/docker ]]; then CLIENT=/usr/bin/docker; BUILD=(env DOCKER_BU
 else BUILD=(env DOCKER_BUILDKIT=1 "$CLIENT" build); fi
 export DOCKER=$CLIENT
 
-images/local/debian-base.sh "$DEBIAN"
-images/local/wheelhouse.sh
+t0=$SECONDS
+FORCE=${NO_CACHE:-} images/local/debian-base.sh "$DEBIAN"
+t1=$SECONDS
+FORCE=${NO_CACHE:-} images/local/wheelhouse.sh
+t2=$SECONDS
 # --network none: nothing is fetched during a build (and the engine runs without a bridge network).
 COMMON=(--build-arg "PYTHON_IMAGE=$DEBIAN" --build-arg "PIP_OPTIONS=--no-index --find-links /wheelhouse"
         --network none --build-arg "GIT_COMMIT=$SHA" --label "org.opencontainers.image.version=$VERSION" --progress=plain)
 [[ -n "${NO_CACHE:-}" ]] && COMMON+=(--no-cache)
 mkdir -p .shoprec
 RESULTS=.shoprec/images-local.json.tmp
-echo "{\"tag\": \"$TAG\", \"registry\": \"$REGISTRY\", \"git_commit\": \"$SHA\", \"no_cache\": ${NO_CACHE:-0}, \"images\": {" > "$RESULTS"
+echo "{\"tag\": \"$TAG\", \"registry\": \"$REGISTRY\", \"git_commit\": \"$SHA\", \"no_cache\": ${NO_CACHE:-0}, \
+  \"debian_base_seconds\": $((t1 - t0)), \"wheelhouse_seconds\": $((t2 - t1)), \"images\": {" > "$RESULTS"
 sep=""
 build() {  # name dockerfile ref [extra build args]
   local name=$1 file=$2 ref=$3; shift 3

@@ -5,11 +5,11 @@
 #
 #   DOCKER_HOST=... images/local/debian-base.sh shoprec-local/debian:bookworm
 #
-# Skips all work when the tag exists. Needs root and debootstrap (apt-get install -y debootstrap).
+# Skips all work when the tag exists (FORCE=1 makes it again). Needs root and debootstrap (apt-get install -y debootstrap).
 set -euo pipefail
 TAG=${1:-shoprec-local/debian:bookworm}
 CLIENT=${DOCKER:-docker}
-if "$CLIENT" image inspect "$TAG" >/dev/null 2>&1; then echo "$TAG exists" >&2; exit 0; fi
+if [[ -z "${FORCE:-}" ]] && "$CLIENT" image inspect "$TAG" >/dev/null 2>&1; then echo "$TAG exists" >&2; exit 0; fi
 command -v debootstrap >/dev/null || { echo "debootstrap not found: apt-get install -y debootstrap" >&2; exit 1; }
 # The first deb822 or one-line source apt uses for bookworm.
 MIRROR=${DEBIAN_MIRROR:-$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list /etc/apt/sources.list \

@@ -72,9 +72,48 @@ def partition_of(file_uri: str) -> str:
     return ""
 
 
-def list_partitions(uri: str) -> list[str]:
-    """The days under ``uri/events`` (sorted), each processed by its own ingest task in the fan-out."""
-    return sorted({partition_of(f) for f in list_event_files(uri)})
+def list_partitions(uri: str, lookback_days: int = 0, start: str = "", end: str = "") -> list[str]:
+    """The days under ``uri/events`` (sorted) in the data window (:func:`select_days`), each processed by its own
+    ingest task in the fan-out."""
+    return select_days(sorted({partition_of(f) for f in list_event_files(uri)}), lookback_days, start, end)
+
+
+def select_days(days: list[str], lookback_days: int = 0, start: str = "", end: str = "") -> list[str]:
+    """The days of a data window, so a nightly run reads a bounded history.
+
+    ``start`` and ``end`` (ISO dates, inclusive; empty: open) bound the window; ``lookback_days`` (0: no limit)
+    keeps the last N calendar days up to ``end``, or up to the newest day when ``end`` is empty. A file outside
+    a ``dt=DAY`` folder (day "") cannot be dated and is always kept. A window with no day is an error that
+    names the days there are.
+    """
+    from datetime import date, timedelta
+
+    def parse(value: str, what: str) -> date:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{what} {value!r} is not an ISO date (YYYY-MM-DD)") from None
+
+    if lookback_days < 0:
+        raise ValueError(f"lookback_days must be >= 0, got {lookback_days}")
+    if not (lookback_days or start or end):
+        return list(days)
+    dated = {d: parse(d, "partition") for d in days if d}
+    lo = parse(start, "start date") if start else None
+    hi = parse(end, "end date") if end else None
+    if lo and hi and lo > hi:
+        raise ValueError(f"start date {start} is after end date {end}")
+    if lookback_days:
+        anchor = hi or max(dated.values(), default=None)
+        if anchor is not None:
+            first = anchor - timedelta(days=lookback_days - 1)
+            lo = max(lo, first) if lo else first
+    chosen = [d for d in days if not d or ((lo is None or dated[d] >= lo) and (hi is None or dated[d] <= hi))]
+    if not any(chosen):
+        have = f"{min(dated)}..{max(dated)}" if dated else "none"
+        raise StorageError(f"no day of raw data in the window start={start or '-'} end={end or '-'} "
+                           f"lookback_days={lookback_days} (days there: {have})")
+    return chosen
 
 
 def read_bytes(uri: str) -> bytes:

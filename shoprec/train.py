@@ -79,6 +79,10 @@ class TrainConfig:
     """Keep an exponential moving average of the weights (decay per optimizer step, e.g. 0.999) and
     validate, checkpoint and export the average instead of the raw weights (0: off). Averaging smooths
     the noise of small, sparse datasets at the cost of one extra copy of the weights."""
+    warm_start: str = ""
+    """Folder of a trained model (e.g. the champion's) whose weights start this run instead of random ones:
+    items it knows keep their rows, new items start fresh (:mod:`shoprec.warm_start`). A model of another
+    architecture is not used: the run then starts from scratch and says why ("": always from scratch)."""
     model: SeqRecConfig = field(default_factory=SeqRecConfig)
 
     def __post_init__(self):
@@ -249,7 +253,9 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
             log.info("item attributes: %d tokens, %d of %d items have some", len(vocab),
                      int((attribute_table[1:-1] > 0).any(1).sum()), len(items))
     torch.manual_seed(cfg.seed)
-    model = SeqRec(cfg.model, attribute_table).to(device)
+    model = SeqRec(cfg.model, attribute_table)
+    warm = _warm_start(model, items, cfg.warm_start, is_main) if cfg.warm_start else None
+    model = model.to(device)
     data = TrainSequences(seqs, cfg.model.max_len)
     lengths = [len(s) for s in data.seqs]
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)  # masking (BERT4Rec) and batching
@@ -311,6 +317,7 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
             "train_cpu_seconds": run["train_cpu_seconds"],
             "sequences_per_s": run["examples_seen"] / max(run["train_seconds"], 1e-9),
             "valid": valid_best, "test": test, "history": history, "config": asdict(cfg),
+            **({"warm_start": warm} if warm is not None else {}),
         }
         save_model(best, out, extra={"train": {k: v for k, v in asdict(cfg).items() if k != "model"}})
         shutil.copy(Path(features) / "items.parquet", out / "items.parquet")
@@ -320,6 +327,22 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
                  valid_best["ndcg@10"], test["ndcg@10"], test["hr@10"])
     cleanup_distributed()
     return summary
+
+
+def _warm_start(model: SeqRec, items, champion_dir: str, is_main: bool) -> dict:
+    """Initialise ``model`` from ``champion_dir`` (every rank alike); the report, or why it started cold."""
+    from shoprec.warm_start import WarmStartRefused, warm_start
+
+    try:
+        report = warm_start(model, items, champion_dir)
+    except WarmStartRefused as e:
+        if is_main:
+            log.warning("warm start refused, training from scratch: %s", e)
+        return {"champion": champion_dir, "used": False, "reason": str(e)}
+    if is_main:
+        log.info("warm start from %s: %d items kept, %d new, %d dropped", champion_dir, report["items_kept"],
+                 report["items_new"], report["items_dropped"])
+    return {**report, "used": True}
 
 
 def torchrun_command(features: str | Path, out: str | Path, nproc: int = 2, recipe: str | Path | None = None,

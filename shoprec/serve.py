@@ -163,6 +163,18 @@ def resolve_model(uri: str) -> tuple[Path, str, str]:
     return folder, folder.name, "local"
 
 
+def model_created_at(uri: str, folder: Path, name: str, version: str) -> float:
+    """When the served version was made, Unix seconds: its registry creation time for a ``models:/`` URI,
+    else the newest mtime of the folder's weights (``model.safetensors`` or an ensemble's ``ensemble.json``)."""
+    if uri.startswith("models:/") and version.isdigit():
+        from shoprec.registry import client
+
+        return client().get_model_version(name, version).creation_timestamp / 1000
+    from shoprec.models.seqrec import ENSEMBLE_FILE
+
+    return max((folder / f).stat().st_mtime for f in ("model.safetensors", ENSEMBLE_FILE) if (folder / f).exists())
+
+
 def parse_models_uri(uri: str) -> tuple[str, str]:
     ref = uri[len("models:/"):]
     name, sep, alias = ref.partition("@")
@@ -204,8 +216,8 @@ class Loaded:
     """One model version being served: recommender, search index and its batcher."""
 
     def __init__(self, folder: Path, name: str, version: str, executor, max_batch: int, max_wait_ms: float,
-                 on_batch=None, make_index=None):
-        self.folder, self.name, self.version = folder, name, version
+                 on_batch=None, make_index=None, created_at: float = 0.0):
+        self.folder, self.name, self.version, self.created_at = folder, name, version, created_at
         self.rec = Recommender(folder)
         self.index = make_index(self.rec) if make_index else None  # SearchIndex: fused retrieval + re-rank
         self.search = None if self.index is not None else TitleSearch(self.rec.titles[1:])
@@ -242,7 +254,7 @@ class ModelHolder:
                     return {"changed": False, "version": old.version}
             folder, name, version = resolve_model(self.uri)
             new = Loaded(folder, name, version, self.executor, self.max_batch, self.max_wait_ms, self.on_batch,
-                         self.make_index)
+                         self.make_index, created_at=model_created_at(self.uri, folder, name, version))
             self.current = new
             log.info("serving %s v%s from %s (%d items, %d known shoppers)%s", name, version, folder,
                      new.rec.n_items, len(new.rec.histories), f"; was v{old.version}" if old else "")
@@ -268,7 +280,11 @@ class Metrics:
         self.version = Gauge("shoprec_model_version", "Registered version being served (0: a local folder).",
                              ["model"], registry=r)
         self.info = Gauge("shoprec_model_info", "The model being served.", ["model", "version", "uri"], registry=r)
+        self.created = Gauge("shoprec_model_created_timestamp_seconds", "When the served version was registered "
+                             "(a local folder: its weights' mtime), Unix seconds.", ["model"], registry=r)
         self.reloads = Counter("shoprec_model_reloads", "Model reloads.", ["result"], registry=r)
+        for result in ("changed", "unchanged", "error"):  # at 0 from the start, so the first error is an increase
+            self.reloads.labels(result)
         self.search_stage = Histogram("shoprec_search_stage_seconds", "Time of one /v1/search stage.", ["stage"],
                                       registry=r, buckets=(.001, .0025, .005, .01, .02, .03, .04, .06, .1, .25, 1))
 
@@ -280,6 +296,8 @@ class Metrics:
         self.info.clear()
         self.info.labels(loaded.name, loaded.version, uri).set(1)
         self.version.labels(loaded.name).set(int(loaded.version) if loaded.version.isdigit() else 0)
+        self.created.clear()
+        self.created.labels(loaded.name).set(loaded.created_at)
 
 
 KNOWN_PATHS = frozenset({"/v1/recommend", "/v1/score", "/v1/search", "/admin/reload", "/livez", "/readyz", "/healthz",

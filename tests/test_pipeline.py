@@ -10,7 +10,7 @@ import yaml
 
 from shoprec.pipeline_runner import compile_pipeline
 
-TASKS = {"ingest", "features", "train", "evaluate", "register", "deploy"}
+TASKS = {"ingest", "features", "train", "evaluate", "register", "deploy", "promote"}
 RANKER = {"train-ranker", "evaluate-ranker", "register-2"}
 TINY_RECIPE = """
 epochs: 3
@@ -81,8 +81,9 @@ def test_whole_pipeline_locally_from_s3_into_mlflow_server(tiny_shop, s3_env, ml
     assert first["registered_version"] == "1" and first["promoted"] and first["champion_version"] == "1"
     assert first["candidate"]["ndcg@10"] > first["popularity_ndcg@10"]
     pointer = json.loads((tmp_path / "home" / "deployments" / "it-seqrec.json").read_text())
-    assert pointer["version"] == "1" and pointer["model_uri"] == "models:/it-seqrec@champion"
-    assert pointer["ranker_uri"] == "models:/it-ranker@champion"
+    # deploy pins the exact versions (never an alias); promote then moved @champion after the gate check.
+    assert pointer["version"] == "1" and pointer["model_uri"] == "models:/it-seqrec/1"
+    assert pointer["ranker_uri"] == "models:/it-ranker/1"
     # The ranker trained beside the recommender, was evaluated on clicks and registered as its own model.
     assert first["ranker"]["registered_version"] == "1" and first["ranker"]["champion_version"] == "1"
     assert 0.0 <= first["ranker"]["candidate"]["auc"] <= 1.0 and first["ranker"]["candidate"]["logloss"] > 0

@@ -201,7 +201,8 @@ def test_pipeline_role_allows_trainjobs_and_inferenceservices_and_nothing_more(r
     assert [r["kind"] for r in roles] == ["Role"]
     rules = {(g, res): set(r["verbs"]) for r in roles[0]["rules"] for g in r["apiGroups"] for res in r["resources"]}
     verbs = {"create", "get", "list", "watch", "patch"}
-    assert rules == {("trainer.kubeflow.org", "trainjobs"): verbs, ("serving.kserve.io", "inferenceservices"): verbs}
+    assert rules == {("trainer.kubeflow.org", "trainjobs"): verbs | {"delete"},  # the launcher deletes its job
+                     ("serving.kserve.io", "inferenceservices"): verbs}
     binding = next(d for d in rendered["base"] if d["kind"] == "RoleBinding")
     assert binding["roleRef"]["name"] == roles[0]["metadata"]["name"]
     assert {"name": "shoprec-pipeline", "kind": "ServiceAccount", "namespace": "shoprec"} in binding["subjects"]

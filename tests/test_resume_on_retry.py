@@ -55,6 +55,8 @@ def stored_keys(prefix: str) -> list[str]:
 
 
 def test_a_retried_train_step_resumes_from_its_stored_checkpoint(tiny_features, tmp_path, store_root, monkeypatch):
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # the killed attempt's work folder stays in tmp_path
     run_key = "run-0001"
     prefix = f"shoprec-checkpoints/{run_key}/train/"
 
@@ -106,3 +108,19 @@ def test_the_store_location_comes_from_parameter_env_or_artifact_bucket(monkeypa
         root_for("/tmp/m", "/local/folder")
     with pytest.raises(ValueError, match="run id"):
         checkpoint_uri("s3://env/c", "", "train")
+
+
+def test_an_unreachable_store_is_an_error_naming_it(tmp_path, monkeypatch):
+    from shoprec.storage import StorageError
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    store = CheckpointStore("s3://artifacts/shoprec-checkpoints/run-1/train")
+    with pytest.raises(StorageError, match="cannot restore checkpoints from s3://artifacts/shoprec-checkpoints/run-1/"
+                                           "train at http://127.0.0.1:9"):
+        store.restore(tmp_path / "ckpt")
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "last.pt").write_bytes(b"x")
+    assert store.save(tmp_path / "ckpt") == 0  # training goes on; logged, retried at the next epoch

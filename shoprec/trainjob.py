@@ -114,13 +114,17 @@ def render_trainjob(name: str, image: str, features_uri: str, model_uri: str, re
                     secrets: dict[str, tuple[str, str]] | None = None, checkpoint_uri: str = "",
                     active_deadline_seconds: int = ACTIVE_DEADLINE_SECONDS, nccl_debug: bool = False,
                     owner: dict | None = None) -> dict:
-    """The TrainJob manifest; ``secrets`` maps env var -> (secret name, key); ``owner``: an owner reference
-    (:func:`owner_reference`); ``nccl_debug``: NCCL's INIT and NET logs in every process."""
+    """The TrainJob manifest; ``secrets`` maps env var -> (secret name, key), optional where
+    ``shoprec.k8s.OPTIONAL_SECRET_KEYS`` says so; ``owner``: an owner reference (:func:`owner_reference`);
+    ``nccl_debug``: NCCL's INIT and NET logs in every process."""
+    from shoprec.k8s import secret_optional
+
     env = [{"name": "SHOPREC_RECIPE", "value": recipe}, {"name": "PYTHONUNBUFFERED", "value": "1"}]
     if nccl_debug:
         env += [{"name": k, "value": v} for k, v in NCCL_DEBUG_ENV.items()]
     for var, (secret, key) in sorted((secrets or {}).items()):
-        env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+        ref = {"name": secret, "key": key, **({"optional": True} if secret_optional(secret, key) else {})}
+        env.append({"name": var, "valueFrom": {"secretKeyRef": ref}})
     args = ["--features-uri", s3_uri(features_uri), "--model-uri", s3_uri(model_uri), "--epochs", str(epochs)]
     if checkpoint_uri:
         args += ["--checkpoint-uri", checkpoint_uri]

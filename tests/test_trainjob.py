@@ -351,3 +351,13 @@ def test_the_launcher_asks_for_no_gpu_when_a_trainjob_has_them(tmp_path):
     assert launcher == {"gpus": {"componentInputParameter": "gpus"}, "nodes": {"componentInputParameter": "nodes"}}
     train = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
     assert train["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+
+
+def test_secret_keys_that_may_be_absent_are_optional_in_the_trainjob():
+    from shoprec.k8s import OPTIONAL_SECRET_KEYS
+
+    refs = [e["valueFrom"]["secretKeyRef"] for e in render()["spec"]["trainer"]["env"] if "valueFrom" in e]
+    assert len(refs) == len(SECRET_ENV)
+    for ref in refs:
+        assert ref.get("optional", False) == ((ref["name"], ref["key"]) in OPTIONAL_SECRET_KEYS), ref
+    assert any(ref.get("optional") for ref in refs)

@@ -20,7 +20,7 @@ def train(features: Input[Dataset], recipe: str, epochs: int, workers: int, node
 
     from shoprec.checkpoint_store import checkpoint_uri, root_for
     from shoprec.train import launch
-    from shoprec.trainjob import train_on_trainjob
+    from shoprec.trainjob import NCCL_DEBUG_ENV, nccl_debug_requested, train_on_trainjob
 
     ckpt = checkpoint_uri(root_for(model.uri, checkpoint_root), kfp_run_id, "train") if kfp_run_id else ""
     if nodes > 1:
@@ -32,7 +32,7 @@ def train(features: Input[Dataset], recipe: str, epochs: int, workers: int, node
         overrides = {"epochs": epochs} if epochs > 0 else {}
         work = Path(tempfile.mkdtemp(prefix="shoprec-train-")) / "model"
         summary = launch(features.path, work, nproc=workers, recipe=f.name, overrides=overrides,
-                         checkpoint_uri=ckpt or None)
+                         checkpoint_uri=ckpt or None, env=NCCL_DEBUG_ENV if nccl_debug_requested() else None)
         # the Model artifact is what serving needs: no checkpoints (optimizer state) in it
         shutil.copytree(work, model.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints", "*.pt"))
         shutil.rmtree(work.parent, ignore_errors=True)

@@ -33,7 +33,7 @@ from components.register import register
 from components.train import launcher_gpus, train
 from components.train_ranker import train_ranker
 from shoprec.k8s import SERVER_SECRET, image_env, secret_optional
-from shoprec.trainjob import SECRET_ENV
+from shoprec.trainjob import SECRET_ENV, nccl_debug_requested
 
 # One line of JSON (which is also YAML): KFP copies defaults into a comment header of the compiled
 # file, and a multi-line default would break that YAML.
@@ -163,4 +163,6 @@ def retrain_cluster(
     for env, field in (("SHOPREC_POD_NAME", "metadata.name"), ("SHOPREC_POD_UID", "metadata.uid"),
                        ("SHOPREC_POD_NAMESPACE", "metadata.namespace")):  # the TrainJob's owner reference
         kubernetes.use_field_path_as_env(t, env, field)
+    if nccl_debug_requested():  # compiled with SHOPREC_NCCL_DEBUG=1: NCCL's logs in the step and its TrainJob
+        t.set_env_variable("SHOPREC_NCCL_DEBUG", "1")
     _secrets_as_env(t)

@@ -64,6 +64,12 @@ ACTIVE_DEADLINE_SECONDS = 5 * 3600
 SUSPENDED_TIMEOUT_SECONDS = 30 * 60
 
 
+def nccl_debug_requested(env: dict | None = None) -> bool:
+    """The NCCL debug flag: ``SHOPREC_NCCL_DEBUG`` set (not 0/false) in the train step's environment (compile the
+    cluster pipeline with it set to get it there)."""
+    return (os.environ if env is None else env).get("SHOPREC_NCCL_DEBUG", "").lower() not in ("", "0", "false")
+
+
 def s3_uri(artifact_uri: str) -> str:
     """KFP names its default MinIO store ``minio://``; boto3 speaks ``s3://`` to the same bucket."""
     for scheme in ("minio://", "s3://"):
@@ -300,7 +306,7 @@ def train_on_trainjob(features_uri: str, model_uri: str, model_path: str | Path,
     ns = namespace or os.environ.get("SHOPREC_NAMESPACE", "shoprec")
     manifest = render_trainjob(trainjob_name(checkpoint_uri), trainer_image(), features_uri, staging, recipe, epochs,
                                nodes, gpus_per_node, namespace=ns, secrets=SECRET_ENV, checkpoint_uri=checkpoint_uri,
-                               nccl_debug=os.environ.get("SHOPREC_NCCL_DEBUG", "") not in ("", "0", "false"),
+                               nccl_debug=nccl_debug_requested(),
                                owner=owner_reference(ns))
     create_and_wait(api if api is not None else kubernetes_api(), manifest)
     _download(staging, Path(model_path))

@@ -361,3 +361,29 @@ def test_secret_keys_that_may_be_absent_are_optional_in_the_trainjob():
     for ref in refs:
         assert ref.get("optional", False) == ((ref["name"], ref["key"]) in OPTIONAL_SECRET_KEYS), ref
     assert any(ref.get("optional") for ref in refs)
+
+
+def test_nccl_debug_is_a_flag_set_at_compile_time(tmp_path, monkeypatch):
+    from shoprec.pipeline_runner import compile_pipeline
+    from shoprec.trainjob import nccl_debug_requested
+
+    assert not nccl_debug_requested({}) and not nccl_debug_requested({"SHOPREC_NCCL_DEBUG": "0"})
+    assert nccl_debug_requested({"SHOPREC_NCCL_DEBUG": "1"})
+
+    def train_env(path):  # the pipeline's graph is built when pipelines.retrain is imported
+        import importlib
+
+        import pipelines.retrain
+
+        importlib.reload(pipelines.retrain)
+        spec = next(yaml.safe_load_all(open(compile_pipeline(path, cluster=True))))
+        return spec["deploymentSpec"]["executors"]["exec-train"]["container"].get("env", [])
+
+    monkeypatch.delenv("SHOPREC_NCCL_DEBUG", raising=False)
+    assert "SHOPREC_NCCL_DEBUG" not in {e["name"] for e in train_env(tmp_path / "a.yaml")}
+    try:
+        monkeypatch.setenv("SHOPREC_NCCL_DEBUG", "1")
+        assert {"name": "SHOPREC_NCCL_DEBUG", "value": "1"} in train_env(tmp_path / "b.yaml")
+    finally:
+        monkeypatch.delenv("SHOPREC_NCCL_DEBUG")
+        train_env(tmp_path / "c.yaml")  # leave the module as the other tests expect it

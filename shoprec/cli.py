@@ -351,6 +351,30 @@ def _kfp_call(fn, *args, **kwargs):
         raise click.ClickException(str(e)) from e
 
 
+def _kfp_auth(token_file: str | None) -> dict:
+    """The KFP credentials: --token-file (or KF_PIPELINES_SA_TOKEN_PATH), else a token in KF_PIPELINES_TOKEN."""
+    import os
+
+    from shoprec.kfp_client import TOKEN_ENV
+
+    token = os.environ.get(TOKEN_ENV) or None
+    if token and token_file:
+        raise click.UsageError(f"both {TOKEN_ENV} and --token-file are set: give one")
+    return {"token": token, "token_file": token_file}
+
+
+def _kfp_options(fn):
+    """--namespace, --token-file and --pipeline-name, shared by submit and schedule."""
+    fn = click.option("--pipeline-name", default=None,
+                      help="KFP pipeline to add the version to (default: the package's pipeline name).")(fn)
+    fn = click.option("--token-file", default=None, envvar="KF_PIPELINES_SA_TOKEN_PATH",
+                      type=click.Path(dir_okay=False),
+                      help="File with a bearer token for the KFP API, read on every request (e.g. a projected "
+                           "service-account token). Or put the token itself in KF_PIPELINES_TOKEN.")(fn)
+    return click.option("--namespace", default=None, envvar="KF_PIPELINES_NAMESPACE",
+                        help="Multi-user KFP: the profile namespace for the pipeline, experiment and runs.")(fn)
+
+
 @pipeline.command("submit")
 @click.option("--host", required=True, envvar="KF_PIPELINES_ENDPOINT", help="KFP API, e.g. http://ml-pipeline-ui.kubeflow")
 @click.option("--experiment", default=None, help="Experiment name (default: shoprec; made if missing).")
@@ -360,14 +384,18 @@ def _kfp_call(fn, *args, **kwargs):
 @click.option("--run-name", default=None)
 @click.option("--cluster/--portable", default=True, show_default=True,
               help="When compiling: the cluster variant (GPUs, secrets, KServe) or the portable one.")
+@_kfp_options
 def pipeline_submit(host: str, experiment: str | None, params: tuple[str, ...], package: str | None,
-                    run_name: str | None, cluster: bool) -> None:
-    """Start one run of the retrain pipeline on a Kubeflow Pipelines server."""
+                    run_name: str | None, cluster: bool, namespace: str | None, token_file: str | None,
+                    pipeline_name: str | None) -> None:
+    """Upload the retrain pipeline as a new pipeline version and start one run of it on Kubeflow Pipelines."""
     from shoprec import kfp_client
 
+    auth = _kfp_auth(token_file)
     arguments = _kfp_call(kfp_client.parse_params, params)
     _print_json(_kfp_call(kfp_client.submit, _compiled_package(package, cluster), host, experiment=experiment,
-                          params=arguments, run_name=run_name))
+                          params=arguments, run_name=run_name, namespace=namespace, pipeline_name=pipeline_name,
+                          **auth))
 
 
 @pipeline.command("schedule")
@@ -383,20 +411,25 @@ def pipeline_submit(host: str, experiment: str | None, params: tuple[str, ...], 
               help="When compiling: the cluster variant (GPUs, secrets, KServe) or the portable one.")
 @click.option("--disable", "disable", default=None, metavar="NAME", help="Disable this recurring run (name or id).")
 @click.option("--list", "list_", is_flag=True, help="List the recurring runs.")
+@_kfp_options
 def pipeline_schedule(host: str, cron: str, name: str, experiment: str | None, params: tuple[str, ...],
-                      package: str | None, cluster: bool, disable: str | None, list_: bool) -> None:
-    """Run the retrain pipeline on a schedule (one at a time, no catch-up); or --disable / --list schedules."""
+                      package: str | None, cluster: bool, disable: str | None, list_: bool, namespace: str | None,
+                      token_file: str | None, pipeline_name: str | None) -> None:
+    """Run the retrain pipeline's new version on a schedule (one at a time, no catch-up), replacing one of the
+    same name (the new one is created before the old one is deleted); or --disable / --list schedules."""
     from shoprec import kfp_client
 
+    auth = _kfp_auth(token_file)
     if list_:
-        _print_json(_kfp_call(kfp_client.list_schedules, host))
+        _print_json(_kfp_call(kfp_client.list_schedules, host, namespace=namespace, **auth))
     elif disable:
-        _print_json(_kfp_call(kfp_client.disable_schedule, host, disable))
+        _print_json(_kfp_call(kfp_client.disable_schedule, host, disable, namespace=namespace, **auth))
     else:
         arguments = _kfp_call(kfp_client.parse_params, params)
         cron = _kfp_call(kfp_client.check_cron, cron)  # before compiling, so a bad cron fails fast
         _print_json(_kfp_call(kfp_client.schedule, _compiled_package(package, cluster), host, cron=cron, name=name,
-                              experiment=experiment, params=arguments))
+                              experiment=experiment, params=arguments, namespace=namespace,
+                              pipeline_name=pipeline_name, **auth))
 
 
 # ------------------------------------------------------------------ serving and demo

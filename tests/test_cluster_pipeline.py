@@ -31,7 +31,9 @@ def test_train_asks_for_gpus_from_a_pipeline_parameter(tmp_path):
     assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert "gpus" in str(resources["accelerator"]["resourceCount"])
     assert "gpus" in spec["root"]["inputDefinitions"]["parameters"]
-    assert _task(spec, "train")["inputs"]["parameters"]["workers"]["componentInputParameter"] == "gpus"
+    # "gpus" at the root; "pipelinechannel--gpus" inside a group (an ExitHandler) that passes it down
+    assert _task(spec, "train")["inputs"]["parameters"]["workers"]["componentInputParameter"] in (
+        "gpus", "pipelinechannel--gpus")
 
 
 def test_train_gets_shm_node_selector_tolerations_and_timeout(tmp_path):
@@ -63,7 +65,8 @@ def test_credentials_come_from_secrets_as_env(tmp_path):
 def test_the_release_runs_register_deploy_promote_in_order(tmp_path):
     spec, _ = _load(tmp_path)
     deploy, promote = _task(spec, "deploy"), _task(spec, "promote")
-    gate = next(t for n, t in spec["root"]["dag"]["tasks"].items() if n.startswith("condition-"))
+    gate = next(t for comp in [spec["root"], *spec["components"].values()]
+                for n, t in comp.get("dag", {}).get("tasks", {}).items() if n.startswith("condition-"))
     assert {"register", "register-2", "evaluate"} <= set(gate["dependentTasks"])
     assert promote["dependentTasks"] == ["deploy"]
     assert promote["inputs"]["parameters"]["deployment"]["taskOutputParameter"] == {

@@ -1,8 +1,10 @@
 """The retrain DAG and its cluster variant.
 
-    list-partitions -> ParallelFor(day): ingest -> day-features
-                    -> merge-ingest, features -> train -> evaluate -> register (@challenger)
+    ExitHandler(notify):
+    list-partitions (data window) -> ParallelFor(day): ingest -> day-features
+                    -> merge-ingest, features -> train (warm start optional) -> evaluate -> register (@challenger)
                     -> if the gate passed: deploy (canary of models:/NAME/N) -> promote (checks, @champion)
+    notify: whatever happened, one message to ``webhook_url`` (failed, promoted, kept, canary rolled back)
 
 ``retrain`` runs anywhere (``shoprec pipeline run --local`` runs it with kfp.local); ``retrain_cluster``
 is the same DAG with what a Kubernetes cluster needs: GPUs for the train step, a memory-backed
@@ -28,6 +30,7 @@ from components.features import features
 from components.ingest import ingest
 from components.list_partitions import list_partitions
 from components.merge_ingest import merge_ingest
+from components.notify import notify
 from components.promote import promote
 from components.register import register
 from components.train import launcher_gpus, train
@@ -43,8 +46,23 @@ MAX_PARALLEL_DAYS = 8
 
 
 def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
-         ranker_recipe, canary_percent, max_error_rate, ready_timeout, nodes=1) -> dict:
-    days = list_partitions(data_uri=data_uri)
+         ranker_recipe, canary_percent, max_error_rate, ready_timeout, window, warm_start, webhook_url,
+         nodes=1, gpus=None) -> dict:
+    notify_task = notify(webhook_url=webhook_url, model_name=model_name, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    notify_task.set_caching_options(False)
+    with dsl.ExitHandler(notify_task, name="retrain"):
+        tasks = _steps(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe,
+                       ranker_name, ranker_recipe, canary_percent, max_error_rate, ready_timeout, window, warm_start,
+                       nodes)
+        if gpus is not None:  # cluster: the train step's GPU count, inside the handler like every task it feeds
+            tasks["launcher_gpus"] = launcher_gpus(gpus=gpus, nodes=nodes)
+    return {**tasks, "notify": notify_task}
+
+
+def _steps(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
+           ranker_recipe, canary_percent, max_error_rate, ready_timeout, window, warm_start, nodes) -> dict:
+    lookback_days, start_date, end_date = window
+    days = list_partitions(data_uri=data_uri, lookback_days=lookback_days, start_date=start_date, end_date=end_date)
     days.set_caching_options(False)  # new days arrive under the same URI
     with dsl.ParallelFor(days.output, parallelism=MAX_PARALLEL_DAYS) as day:
         ingest_task = ingest(data_uri=data_uri, partition=day, max_quarantine=max_quarantine)
@@ -54,7 +72,8 @@ def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_t
     features_task = features(partials=dsl.Collected(day_task.outputs["partial"]),
                              ingest_summary=merge_task.outputs["summary"])
     train_task = train(features=features_task.outputs["features"], recipe=recipe, epochs=epochs, workers=workers,
-                       nodes=nodes, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)  # checkpoint key: retries resume
+                       nodes=nodes, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,  # checkpoint key: retries resume
+                       warm_start=warm_start, model_name=model_name)
     eval_task = evaluate(model=train_task.outputs["model"], features=features_task.outputs["features"],
                          model_name=model_name, margin=margin)
     eval_task.set_caching_options(False)  # the champion it compares with changes between runs
@@ -103,9 +122,15 @@ def retrain(
     canary_percent: int = 10,
     max_error_rate: float = 0.01,
     ready_timeout: int = 900,
+    lookback_days: int = 0,
+    start_date: str = "",
+    end_date: str = "",
+    warm_start: bool = False,
+    webhook_url: str = "",
 ):
     _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
-         ranker_recipe, canary_percent, max_error_rate, ready_timeout)
+         ranker_recipe, canary_percent, max_error_rate, ready_timeout, (lookback_days, start_date, end_date),
+         warm_start, webhook_url)
 
 
 # What the promote step adds: the server's bearer token, for its smoke requests.
@@ -138,22 +163,28 @@ def retrain_cluster(
     canary_percent: int = 10,
     max_error_rate: float = 0.01,
     ready_timeout: int = 900,
+    lookback_days: int = 0,
+    start_date: str = "",
+    end_date: str = "",
+    warm_start: bool = False,
+    webhook_url: str = "",
 ):
     tasks = _dag(data_uri, epochs, gpus, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
-                 ranker_recipe, canary_percent, max_error_rate, ready_timeout, nodes=nodes)
+                 ranker_recipe, canary_percent, max_error_rate, ready_timeout, (lookback_days, start_date, end_date),
+                 warm_start, webhook_url, nodes=nodes, gpus=gpus)
     images = image_env()  # resolved now, from the compiling shell
     for task in tasks.values():
         for var, value in sorted(images.items()):
             task.set_env_variable(var, value)
-    for name in ("days", "ingest", "evaluate", "register", "deploy", "evaluate_ranker", "register_ranker"):
+    for name in ("days", "ingest", "evaluate", "register", "deploy", "evaluate_ranker", "register_ranker", "notify"):
         _secrets_as_env(tasks[name])
     _secrets_as_env(tasks["promote"], {**SECRET_ENV, **SERVER_TOKEN_ENV})
     for name in ("days", "ingest", "day_features", "merge", "features", "evaluate", "register", "deploy",
-                 "evaluate_ranker", "register_ranker"):
+                 "evaluate_ranker", "register_ranker", "notify"):
         tasks[name].set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)
     t = tasks["train"]
     # the pod trains on its GPUs with one node; with more it only launches and watches the TrainJob: no GPU
-    t.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(launcher_gpus(gpus=gpus, nodes=nodes).output)
+    t.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(tasks["launcher_gpus"].output)
     t.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
     t.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)  # resumes from its checkpoint
     kubernetes.empty_dir_mount(t, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="8Gi")

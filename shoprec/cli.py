@@ -190,15 +190,19 @@ def pipeline_compile(output: str, cluster: bool) -> None:
 @click.option("--workers", default=2, show_default=True)
 @click.option("--model-name", default="shoprec-seqrec", show_default=True)
 @click.option("--margin", default=0.0, show_default=True)
+@click.option("--lookback-days", default=0, show_default=True, help="Train on the newest N days of logs (0: all).")
+@click.option("--warm-start", is_flag=True, help="Start the recommender from the champion's weights.")
+@click.option("--webhook-url", default="", help="Post the run's outcome here (Slack-compatible JSON).")
 def pipeline_run(local: bool, containers: bool, data_uri: str | None, epochs: int | None, workers: int,
-                 model_name: str, margin: float) -> None:
+                 model_name: str, margin: float, lookback_days: int, warm_start: bool, webhook_url: str) -> None:
     """Run the whole DAG on this machine."""
     from shoprec.container_runner import ContainerRunError
     from shoprec.pipeline_runner import run_local
 
+    params = {"lookback_days": lookback_days, "warm_start": warm_start, "webhook_url": webhook_url}
     try:
         _print_json(run_local(data_uri=data_uri, epochs=epochs, workers=workers, model_name=model_name, margin=margin,
-                              runner="docker" if containers else "subprocess"))
+                              runner="docker" if containers else "subprocess", params=params))
     except ContainerRunError as e:
         raise click.ClickException(str(e)) from e
 

@@ -30,8 +30,10 @@ def compile_pipeline(output: str | Path, cluster: bool = False) -> str:
 def run_local(data_uri: str | None = None, epochs: int | None = None, workers: int = 2,
               model_name: str = "shoprec-seqrec", margin: float = 0.0, pipeline_root: str | Path | None = None,
               recipe: str | None = None, ranker_name: str = "shoprec-ranker", ranker_recipe: str | None = None,
-              runner: str = "subprocess") -> dict:
+              runner: str = "subprocess", params: dict | None = None) -> dict:
     """Run the retrain DAG with kfp.local; returns what it registered and decided.
+
+    ``params``: more pipeline parameters (e.g. ``lookback_days``, ``warm_start``, ``webhook_url``).
 
     ``runner="docker"`` runs every step in its image; a local ``data_uri`` is then uploaded to an S3 API and an
     ``mlflow server`` is started unless AWS_ENDPOINT_URL / an http MLFLOW_TRACKING_URI say where they are
@@ -47,7 +49,7 @@ def run_local(data_uri: str | None = None, epochs: int | None = None, workers: i
 
             synthesize(data_uri)
     args = dict(epochs=epochs, workers=workers, model_name=model_name, margin=margin, pipeline_root=pipeline_root,
-                recipe=recipe, ranker_name=ranker_name, ranker_recipe=ranker_recipe)
+                recipe=recipe, ranker_name=ranker_name, ranker_recipe=ranker_recipe, params=params or {})
     if runner == "subprocess":
         return _run(home, data_uri, runner, **args)
     from shoprec import container_runner
@@ -58,7 +60,8 @@ def run_local(data_uri: str | None = None, epochs: int | None = None, workers: i
 
 
 def _run(home: Path, data_uri: str, runner: str, epochs: int | None, workers: int, model_name: str, margin: float,
-         pipeline_root: str | Path | None, recipe: str | None, ranker_name: str, ranker_recipe: str | None) -> dict:
+         pipeline_root: str | Path | None, recipe: str | None, ranker_name: str, ranker_recipe: str | None,
+         params: dict) -> dict:
     from kfp import local
 
     from pipelines.retrain import RANKER_RECIPE, RECIPE, retrain
@@ -76,7 +79,7 @@ def _run(home: Path, data_uri: str, runner: str, epochs: int | None, workers: in
     log.info("running the retrain pipeline locally on %s (%s runner, pipeline root %s, MLflow %s)", data_uri, runner,
              root, os.environ["MLFLOW_TRACKING_URI"])
     retrain(data_uri=data_uri, epochs=epochs or 0, workers=workers, model_name=model_name, margin=margin,
-            recipe=recipe or RECIPE, ranker_name=ranker_name, ranker_recipe=ranker_recipe or RANKER_RECIPE)
+            recipe=recipe or RECIPE, ranker_name=ranker_name, ranker_recipe=ranker_recipe or RANKER_RECIPE, **params)
     c = registry.client()
     latest = max(c.search_model_versions(f"name='{model_name}'"), key=lambda v: int(v.version))
     champion = registry.version_by_alias(model_name)

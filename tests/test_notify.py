@@ -5,48 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import Receiver
 
 from shoprec import notify, registry
-
-
-class Receiver:
-    """A webhook on 127.0.0.1 that records what it is sent; answers ``codes`` in turn (then 200)."""
-
-    def __init__(self, codes: list[int] | None = None):
-        self.bodies: list[dict] = []
-        self.codes = list(codes or [])
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                code = outer.codes.pop(0) if outer.codes else 200
-                if code == 200:
-                    outer.bodies.append(body)
-                self.send_response(code)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import yaml
 
 from shoprec.pipeline_runner import compile_pipeline
 
-TASKS = {"ingest", "features", "train", "evaluate", "register", "deploy", "promote"}
+TASKS = {"ingest", "features", "train", "evaluate", "register", "deploy", "promote", "notify"}
 RANKER = {"train-ranker", "evaluate-ranker", "register-2"}
 TINY_RECIPE = """
 epochs: 3
@@ -36,24 +36,38 @@ def _tasks(spec: dict) -> set[str]:
     names = set(spec["root"]["dag"]["tasks"])
     for comp in spec["components"].values():
         names |= set(comp.get("dag", {}).get("tasks", {}))
-    return {n for n in names if not n.startswith(("condition-", "for-loop-"))}
+    return {n for n in names if not n.startswith(("condition-", "for-loop-", "exit-handler-"))}
+
+
+def _task(spec: dict, name: str) -> dict:
+    for comp in [spec["root"], *spec["components"].values()]:
+        if name in comp.get("dag", {}).get("tasks", {}):
+            return comp["dag"]["tasks"][name]
+    raise KeyError(name)
 
 
 FANOUT = {"list-partitions", "day-features", "merge-ingest"}
 
 
-def test_compile_has_the_six_tasks(tmp_path):
+def test_compile_has_every_step_inside_an_exit_handler(tmp_path):
     text = open(compile_pipeline(tmp_path / "retrain.yaml")).read()
     assert "pip install" not in text  # components run in images that already have shoprec and kfp
     spec = yaml.safe_load(text)
     assert _tasks(spec) == TASKS | FANOUT | RANKER
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert {"data_uri", "epochs", "workers", "model_name", "margin"} <= set(params)
+    assert {"data_uri", "epochs", "workers", "model_name", "margin", "lookback_days", "start_date", "end_date",
+            "warm_start", "webhook_url"} <= set(params)
     loop = next(c for n, c in spec["components"].items() if n.startswith("comp-for-loop"))
     assert loop["dag"]["tasks"]["ingest"].get("cachingOptions", {}) == {}  # caching off: enableCache absent
-    assert spec["root"]["dag"]["tasks"]["for-loop-1"]["iteratorPolicy"]["parallelismLimit"] == 8
-    condition = spec["root"]["dag"]["tasks"]["condition-2"]["triggerPolicy"]["condition"]
-    assert "evaluate-Output" in condition
+    assert _task(spec, "for-loop-2")["iteratorPolicy"]["parallelismLimit"] == 8
+    assert "evaluate-Output" in _task(spec, "condition-3")["triggerPolicy"]["condition"]
+    # the root holds the steps' group and the exit step that runs whatever happens in it
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "notify"}
+    assert root["notify"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert root["notify"]["dependentTasks"] == ["exit-handler-1"]
+    assert _task(spec, "list-partitions")["inputs"]["parameters"]["lookback_days"]["componentInputParameter"] == \
+        "pipelinechannel--lookback_days"
 
 
 def test_kfp_dsl_compile_works_too(tmp_path):
@@ -66,7 +80,8 @@ def test_kfp_dsl_compile_works_too(tmp_path):
 
 
 @pytest.mark.slow
-def test_whole_pipeline_locally_from_s3_into_mlflow_server(tiny_shop, s3_env, mlflow_server, tmp_path, monkeypatch):
+def test_whole_pipeline_locally_from_s3_into_mlflow_server(tiny_shop, s3_env, mlflow_server, tmp_path, monkeypatch,
+                                                          receiver):
     from shoprec import registry
     from shoprec.pipeline_runner import run_local
     from shoprec.storage import s3_client, upload_folder
@@ -76,8 +91,9 @@ def test_whole_pipeline_locally_from_s3_into_mlflow_server(tiny_shop, s3_env, ml
     s3_client().create_bucket(Bucket="raw-pipeline")
     upload_folder(tiny_shop, "s3://raw-pipeline/shop")
 
+    hook = {"webhook_url": receiver.url}
     first = run_local(data_uri="s3://raw-pipeline/shop", workers=2, model_name="it-seqrec", recipe=TINY_RECIPE,
-                      ranker_name="it-ranker", ranker_recipe=TINY_RANKER)
+                      ranker_name="it-ranker", ranker_recipe=TINY_RANKER, params=hook)
     assert first["registered_version"] == "1" and first["promoted"] and first["champion_version"] == "1"
     assert first["candidate"]["ndcg@10"] > first["popularity_ndcg@10"]
     pointer = json.loads((tmp_path / "home" / "deployments" / "it-seqrec.json").read_text())
@@ -97,10 +113,20 @@ def test_whole_pipeline_locally_from_s3_into_mlflow_server(tiny_shop, s3_env, ml
     # Same data and seed: the candidate ties the champion, so the gate keeps v1 and deploy does not run.
     (tmp_path / "home" / "deployments" / "it-seqrec.json").unlink()
     second = run_local(data_uri="s3://raw-pipeline/shop", workers=2, model_name="it-seqrec", recipe=TINY_RECIPE,
-                       ranker_name="it-ranker", ranker_recipe=TINY_RANKER)
+                       ranker_name="it-ranker", ranker_recipe=TINY_RANKER, params=hook)
     assert second["registered_version"] == "2" and not second["promoted"]
     assert second["champion_version"] == "1"
     assert "does not beat champion v1" in second["reason"]
     assert not (tmp_path / "home" / "deployments" / "it-seqrec.json").exists()
     assert registry.version_by_alias("it-seqrec", "challenger").version == "2"
     assert second["ranker"]["registered_version"] == "2"  # gated on its own click AUC against ranker v1
+
+    # A failing step (no such bucket) still ends in the exit step's message; the run itself fails.
+    with pytest.raises(RuntimeError, match="list-partitions"):
+        run_local(data_uri="s3://no-such-bucket/shop", workers=2, model_name="it-seqrec", recipe=TINY_RECIPE,
+                  ranker_name="it-ranker", ranker_recipe=TINY_RANKER, params=hook)
+    sent = [b["shoprec"] for b in receiver.bodies]
+    assert [b["outcome"] for b in sent] == ["promoted", "kept", "failed"]
+    assert sent[0]["version"] == "1" and sent[1]["version"] == "2" and sent[1]["champion_version"] == "1"
+    assert "does not beat champion v1" in sent[1]["reason"]
+    assert sent[2]["stage"] == "before a version was registered" and sent[2]["state"] == "FAILED"

@@ -422,3 +422,11 @@ def test_local_deploy_pins_the_version_and_promote_checks_the_gate(release, tmp_
     result = deploy.promote(local)
     assert result["promoted"] and registry.version_by_alias("rel-seqrec", "champion").version == "2"
     assert deploy.promote(local)["moves"] == []  # a retry moves nothing
+
+
+def test_the_ranker_served_beside_a_new_recommender(release):
+    champion = registry.version_by_alias("rel-seqrec", "champion").version
+    assert deploy.ranker_to_serve("rel-seqrec", "3", ranker_gate=True) == "3"  # its own gate passed: the new one
+    assert deploy.ranker_to_serve("rel-seqrec", "3", ranker_gate=False) == champion  # else the champion it has
+    assert deploy.ranker_to_serve("no-such-ranker", "1", ranker_gate=False) == ""  # none: served without one
+    assert deploy.ranker_to_serve("", "3", ranker_gate=True) == ""

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 STEP_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "AWS_ENDPOINT_URL",
             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
-            "SHOPREC_DIST_TIMEOUT", "OMP_NUM_THREADS")
+            "SHOPREC_DIST_TIMEOUT", "OMP_NUM_THREADS", "SHOPREC_IMAGE_REGISTRY", "SHOPREC_IMAGE_TAG")
 IMAGES_FILE = "images-local.json"
 # What a task's container ran, in order: {"task", "image", "exit_code"}; filled by _run_container.
 ran: list[dict] = []

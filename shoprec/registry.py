@@ -69,11 +69,14 @@ def experiment_id(c) -> str:
 
 
 def _git_commit() -> str:
+    """The commit of the code that runs: an image's baked-in SHOPREC_GIT_COMMIT first, else the checkout's HEAD."""
+    if os.environ.get("SHOPREC_GIT_COMMIT"):
+        return os.environ["SHOPREC_GIT_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                               check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("SHOPREC_GIT_COMMIT", "unknown")
+        return "unknown"
 
 
 def version_by_alias(name: str, alias: str = CHAMPION):
@@ -304,7 +307,10 @@ def _register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_
                 return {"version": str(v.version), "run_id": v.run_id, "gate_passed": bool(evaluation["gate"]),
                         "decision": "already registered", "reason": evaluation["reason"]}
     champion = version_by_alias(name, CHAMPION)
-    tags = {KFP_RUN_TAG: kfp_run_id, MODEL_NAME_TAG: name, "shoprec.git_commit": _git_commit(),
+    from shoprec import model_record
+
+    build = {"shoprec.git_commit": _git_commit(), **model_record.build_tags()}
+    tags = {KFP_RUN_TAG: kfp_run_id, MODEL_NAME_TAG: name, **build,
             "shoprec.parent_champion": champion.version if champion else "none",
             "shoprec.gate": str(evaluation["gate"]), "shoprec.data_snapshot": json.dumps(data_snapshot or {})[:5000]}
     # System metrics (CPU, memory, disk, network; GPU with pynvml) sampled while the run is open.
@@ -327,12 +333,20 @@ def _register(model_dir: str | Path, evaluation_dir: str | Path, name: str, kfp_
                 mlflow.log_artifact(str(evaluation_dir / f), artifact_path="evaluation")
         with tempfile.TemporaryDirectory() as tmp:
             staged = stage_model_files(model_dir, Path(tmp) / "model_dir")
+            # shoprec's code travels with the model (it is not on PyPI); its pinned dependencies are
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=str(Path(__file__).with_name(PYFUNC[kind])),
                 artifacts={"model_dir": str(staged)}, registered_model_name=name,
-                pip_requirements=[f"shoprec=={_version()}"],
+                pip_requirements=model_record.requirements(), code_paths=model_record.code_paths(),
+                signature=model_record.signature(kind), input_example=model_record.input_example(kind, model_dir),
             )
         version = str(info.registered_model_version)
+        for key, value in build.items():
+            c.set_model_version_tag(name, version, key, value)
+        card = model_record.model_card(name, version, kind, evaluation, summary, data_snapshot or {},
+                                       build["shoprec.git_commit"], build["shoprec.image"])
+        mlflow.log_text(card, "model_card.md")
+        c.update_model_version(name, version, description=card[:5000])
         c.set_model_version_tag(name, version, "shoprec.gate", str(evaluation["gate"]))
         c.set_model_version_tag(name, version, "shoprec.evaluation", json.dumps(
             {k: evaluation["results"]["candidate"][k]

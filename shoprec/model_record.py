@@ -64,8 +64,13 @@ def model_card(name: str, version: str, kind: str, evaluation: dict, summary: di
     rows = [f"| {who} | " + " | ".join(_fmt(res.get(k)) for k in keys) + " |" for who, res in results.items()]
     config = summary.get("config", {})
     recipe = {k: v for k, v in config.items() if k != "model" and not isinstance(v, dict)}
-    parts = data_snapshot.get("partitions") or []
-    window = f"{parts[0]} .. {parts[-1]} ({len(parts)} days)" if parts else "n/a"
+    parts = data_snapshot.get("partitions")  # {day: rows} from merge-ingest
+    if isinstance(parts, dict):
+        parts = sorted(parts)
+    if isinstance(parts, list) and parts:
+        window = f"{parts[0]} .. {parts[-1]} ({len(parts)} days)"
+    else:
+        window = f"{parts} days" if parts else "n/a"
     return "\n".join([
         f"# {name} v{version} ({kind})", "",
         f"- gate: **{'passed' if evaluation.get('gate') else 'failed'}**: {evaluation.get('reason', '')}",

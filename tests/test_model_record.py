@@ -23,7 +23,8 @@ def registered(tiny_model, tmp_path, monkeypatch):
         "champion": {"ndcg@10": 0.29, "hr@10": 0.48, "mrr@10": 0.24}}}))
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
-    snapshot = {"partitions": ["2026-11-01", "2026-11-02", "2026-11-05"], "rows_in": 1234, "quarantined": 5}
+    snapshot = {"partitions": {"2026-11-05": 400, "2026-11-01": 434, "2026-11-02": 400}, "rows_in": 1234,
+                "quarantined": 5}  # as merge-ingest writes it
     version = registry.register(model, evaluation, "mr-seqrec", kfp_run_id="run-7", data_snapshot=snapshot)["version"]
     return version, tmp_path
 

@@ -193,3 +193,17 @@ def receiver():
     r = Receiver()
     yield r
     r.close()
+
+
+@pytest.fixture
+def make_receiver():
+    """Receivers that answer the given status codes in turn (then 200); all closed after the test."""
+    made: list[Receiver] = []
+
+    def make(codes: list[int] | None = None) -> Receiver:
+        made.append(Receiver(codes))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()

@@ -7,7 +7,6 @@ import json
 import shutil
 
 import pytest
-from conftest import Receiver
 
 from shoprec import notify, registry
 
@@ -59,14 +58,10 @@ def test_empty_url_posts_nothing(store, tiny_model, receiver):
     assert body["shoprec"]["outcome"] == "failed" and receiver.bodies == []
 
 
-def test_a_failing_receiver_is_retried_then_reported(monkeypatch):
+def test_a_failing_receiver_is_retried_then_reported(monkeypatch, make_receiver):
     monkeypatch.setattr(notify.time, "sleep", lambda s: None)
-    flaky = Receiver(codes=[503, 502])
-    try:
-        assert notify.post(flaky.url, {"text": "x"}) == 200 and flaky.bodies == [{"text": "x"}]
-        down = Receiver(codes=[500, 500, 500])
-        with pytest.raises(RuntimeError, match="failed after 3 attempts: HTTP 500"):
-            notify.post(down.url, {"text": "y"})
-        down.close()
-    finally:
-        flaky.close()
+    flaky = make_receiver([503, 502])
+    assert notify.post(flaky.url, {"text": "x"}) == 200 and flaky.bodies == [{"text": "x"}]
+    down = make_receiver([500, 500, 500])
+    with pytest.raises(RuntimeError, match="failed after 3 attempts: HTTP 500"):
+        notify.post(down.url, {"text": "y"})

@@ -176,16 +176,9 @@ def _start(cmd: list[str], url: str, log_path: Path, timeout: float = 120.0):
 
 
 def _stop(proc) -> None:
-    import signal
-    import subprocess
+    from shoprec.demo import stop  # SIGTERM by PID, then SIGKILL after 20 s
 
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stop(proc)
 
 
 class local_services:  # noqa: N801 (used as a context manager, like contextlib's)

@@ -25,6 +25,7 @@ def served(mlflow_server, tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("reload")
     for i in (1, 2):
         registry.register(tiny_model, write_evaluation(root / f"ev{i}", gate=i == 1), NAME, kfp_run_id=f"reload-{i}")
+    registry.promote(NAME, "1", reason="test: what the pipeline's promote step does after the canary")
     assert registry.version_by_alias(NAME, "champion").version == "1"
     port = free_port()
     svc = start_service([sys.executable, "-m", "shoprec.cli", "serve", "--model", f"models:/{NAME}@champion",

@@ -347,9 +347,12 @@ def test_the_launcher_asks_for_no_gpu_when_a_trainjob_has_them(tmp_path):
     spec = next(yaml.safe_load_all(open(compile_pipeline(tmp_path / "c.yaml", cluster=True))))
     count = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]["accelerator"]["resourceCount"]
     assert count == "{{$.inputs.parameters['pipelinechannel--launcher-gpus-Output']}}"
-    launcher = spec["root"]["dag"]["tasks"]["launcher-gpus"]["inputs"]["parameters"]
-    assert launcher == {"gpus": {"componentInputParameter": "gpus"}, "nodes": {"componentInputParameter": "nodes"}}
-    train = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    # the steps sit in the ExitHandler's group, which passes the pipeline parameters down as channels
+    group = next(c["dag"]["tasks"] for c in spec["components"].values() if "launcher-gpus" in c.get("dag", {}).get("tasks", {}))
+    launcher = group["launcher-gpus"]["inputs"]["parameters"]
+    assert launcher == {"gpus": {"componentInputParameter": "pipelinechannel--gpus"},
+                        "nodes": {"componentInputParameter": "pipelinechannel--nodes"}}
+    train = group["train"]["inputs"]["parameters"]
     assert train["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
 
 

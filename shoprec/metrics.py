@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 KS = (5, 10, 20)
+MISS = torch.iinfo(torch.int64).max  # the rank of a target that cannot be recommended: beyond every cut-off
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: list[list[int]] | None = None) -> torch.Tensor:
@@ -23,13 +24,15 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: list[list
             scores[rows, cols] = float("-inf")
     target_score = scores.gather(1, targets.unsqueeze(1))
     ahead = (scores >= target_score).sum(1) - 1
-    # a target that was itself excluded (a repeat purchase) cannot be recommended: a miss.
-    return torch.where(torch.isinf(target_score.squeeze(1)), torch.full_like(ahead, scores.shape[1]), ahead)
+    # a target that was itself excluded (a repeat purchase) cannot be recommended: a miss (rank MISS).
+    return torch.where(torch.isinf(target_score.squeeze(1)), torch.full_like(ahead, MISS), ahead)
 
 
 def metric_sums(ranks: torch.Tensor, ks=KS) -> dict[str, float]:
-    """Sums (not means) so shards from several processes add up before dividing."""
+    """Sums (not means) so shards from several processes add up before dividing. A rank of ``MISS`` (or inf) is a
+    miss: 0 for every hit rate, NDCG and MRR."""
     r = ranks.double()
+    r = torch.where(r >= MISS, float("inf"), r)
     out = {"count": float(len(r)), "mrr": (1.0 / (r + 1)).sum().item()}
     for k in ks:
         hit = r < k

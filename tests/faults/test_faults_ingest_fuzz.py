@@ -364,7 +364,11 @@ def check_shop(plan: Plan, catalog: Path, totals: Totals) -> None:
         want = {x.sid: x.ts.replace(microsecond=x.ts.microsecond // 1000 * 1000) for x in plan.valid}
         for sid, ts in zip(sids, events["ts"].to_pylist()):
             assert ts == want[sid]
-        assert events.num_rows == len(set(zip(*[events[f].to_pylist() for f in FIELDS]))) or events.num_rows == 0
+        # each accepted row is its valid line, every field as written, once (an empty shop gives an empty table)
+        rows = {r[FIELDS.index("session_id")]: r for r in zip(*[events[f].to_pylist() for f in FIELDS])}
+        assert len(rows) == events.num_rows
+        assert rows == {x.sid: tuple(want[x.sid] if f == "ts" else json.loads(x.raw).get(f) for f in FIELDS)
+                        for x in plan.valid}
 
         # re-running the same partitions replaces the output: same rows, no duplicates
         report2 = ingest(str(root), out, max_quarantine_fraction=1.0, now=NOW, progress=False)

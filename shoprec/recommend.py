@@ -76,7 +76,7 @@ class Recommender:
             hs = [self.encode(h)[0] for h in histories[i:i + batch_size]]
             ts = [self.index.get(t, 0) for t in targets[i:i + batch_size]]
             r = metrics.target_ranks(self.scores(hs), torch.tensor(ts), exclude=hs)
-            r[torch.tensor(ts) == 0] = self.n_items  # an item this model never saw: a miss
+            r[torch.tensor(ts) == 0] = metrics.MISS  # an item this model never saw: a miss at every cut-off
             out.append(r)
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 

@@ -56,3 +56,14 @@ def test_a_champion_this_version_cannot_load_does_not_block_retraining(tiny_mode
     assert "v3 cannot be loaded by this shoprec version" in ev["reason"] and "Missing key" in ev["champion_unreadable"]
     saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert saved["champion_unreadable"] == ev["champion_unreadable"]
+
+
+def test_a_target_the_model_never_saw_is_a_miss_at_every_cutoff(tiny_model):
+    from shoprec import metrics
+    from shoprec.recommend import Recommender
+
+    rec = Recommender(tiny_model)
+    known = rec.item_ids[1]
+    ranks = rec.ranks([[known], [known]], ["no-such-item", rec.item_ids[2]])
+    assert int(ranks[0]) == metrics.MISS and int(ranks[1]) <= rec.n_items
+    assert metrics.metric_sums(ranks[:1])["hr@20"] == 0.0 and metrics.metric_sums(ranks[:1])["ndcg@20"] == 0.0

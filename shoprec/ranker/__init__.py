@@ -8,10 +8,16 @@ Public API (what the pipeline and the server call):
 - :class:`SearchIndex` ``.load(model_dir / "search", ranker).search(query, k, rerank_depth)``
 """
 
-from shoprec.ranker.config import LoraSettings, RankerConfig, load_config, minilm_dir
-from shoprec.ranker.models import Ranker, load_ranker, quantize_int8
-from shoprec.ranker.search import SearchIndex
-from shoprec.ranker.train import evaluate_ranker, train_ranker
+from importlib import import_module
 
-__all__ = ["LoraSettings", "RankerConfig", "Ranker", "SearchIndex", "evaluate_ranker", "load_config", "load_ranker",
-           "minilm_dir", "quantize_int8", "train_ranker"]
+# Loaded on first use, so the server importing shoprec.ranker.models or .search does not load training.
+_WHERE = {"LoraSettings": "config", "RankerConfig": "config", "load_config": "config", "minilm_dir": "config",
+          "Ranker": "models", "load_ranker": "models", "quantize_int8": "models", "SearchIndex": "search",
+          "evaluate_ranker": "train", "train_ranker": "train"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from shoprec.trainer import FitConfig
+from shoprec.fit_config import FitConfig
 
 
 def minilm_dir() -> str:

@@ -390,6 +390,41 @@ def launch(features: str | Path, out: str | Path, nproc: int = 2, recipe: str | 
     return json.loads((Path(out) / "metrics.json").read_text())
 
 
+def train_step(features: str | Path, features_uri: str, model_dir: str | Path, model_uri: str, recipe: str,
+               epochs: int = 0, workers: int = 2, nodes: int = 1, kfp_run_id: str = "", checkpoint_root: str = "",
+               warm_start_from: str = "") -> dict:
+    """The pipeline's train step: ``torchrun`` with ``workers`` processes here, or a TrainJob over ``nodes`` nodes;
+    returns the summary. ``recipe`` is the recipe's YAML text.
+
+    Checkpoints go to ``<store>/<kfp_run_id>/train/`` (:mod:`shoprec.checkpoint_store`; the store is
+    ``checkpoint_root``, ``$SHOPREC_CHECKPOINT_ROOT`` or the artifact bucket), so a retry of the step resumes
+    after the last finished epoch; ``model_dir`` gets what serving needs, without them. ``warm_start_from``: a
+    model folder to start from (one node only).
+    """
+    import tempfile
+
+    from shoprec.checkpoint_store import checkpoint_uri, root_for
+    from shoprec.trainjob import NCCL_DEBUG_ENV, nccl_debug_requested, train_on_trainjob
+
+    ckpt = checkpoint_uri(root_for(model_uri, checkpoint_root), kfp_run_id, "train") if kfp_run_id else ""
+    if nodes > 1:
+        if warm_start_from:
+            log.warning("warm start is not available for multi-node training (TrainJob): training from scratch")
+        return train_on_trainjob(features_uri, model_uri, model_dir, recipe, epochs, nodes, workers,
+                                 checkpoint_uri=ckpt)
+    overrides = {"epochs": epochs} if epochs > 0 else {}
+    if warm_start_from:
+        overrides["warm_start"] = warm_start_from
+    with tempfile.TemporaryDirectory(prefix="shoprec-train-") as tmp:
+        (Path(tmp) / "recipe.yaml").write_text(recipe)
+        work = Path(tmp) / "model"
+        summary = launch(features, work, nproc=workers, recipe=Path(tmp) / "recipe.yaml", overrides=overrides,
+                         checkpoint_uri=ckpt or None, env=NCCL_DEBUG_ENV if nccl_debug_requested() else None)
+        # the Model artifact is what serving needs: no checkpoints (optimizer state) in it
+        shutil.copytree(work, model_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints", "*.pt"))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--features", required=True)

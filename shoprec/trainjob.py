@@ -294,6 +294,11 @@ def trainjob_name(run_key: str = "") -> str:
     return f"shoprec-train-{suffix}"
 
 
+def launcher_gpus(gpus: int, nodes: int) -> int:
+    """GPUs the train step's own pod needs: all of them on one node, none when it only watches a TrainJob."""
+    return 0 if nodes > 1 else gpus
+
+
 def train_on_trainjob(features_uri: str, model_uri: str, model_path: str | Path, recipe: str, epochs: int,
                       nodes: int, gpus_per_node: int, namespace: str | None = None, checkpoint_uri: str = "",
                       api=None) -> dict:

@@ -84,3 +84,18 @@ def warm_start(model: torch.nn.Module, items: pd.DataFrame, champion_dir: str | 
                 report["tensors_fresh"].append(name)
     model.load_state_dict(state)
     return report
+
+
+def champion_model_dir(model_name: str) -> str:
+    """The local folder of ``model_name``'s @champion to warm-start from, or "" (logged) when there is none."""
+    import logging
+
+    from shoprec.registry import download_model_dir
+
+    champion = download_model_dir(model_name, "champion")
+    if champion is None:
+        logging.getLogger(__name__).warning("warm start asked for, but %s has no champion yet: training from scratch",
+                                            model_name)
+        return ""
+    logging.getLogger(__name__).info("warm start from %s v%s", model_name, champion[1])
+    return str(champion[0])

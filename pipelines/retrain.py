@@ -35,7 +35,7 @@ from components.promote import promote
 from components.register import register
 from components.train import launcher_gpus, train
 from components.train_ranker import train_ranker
-from shoprec.k8s import SERVER_SECRET, image_env, secret_optional
+from shoprec.k8s import SERVER_SECRET, image_env, secret_env_groups
 from shoprec.trainjob import SECRET_ENV, nccl_debug_requested
 
 # One line of JSON (which is also YAML): KFP copies defaults into a comment header of the compiled
@@ -139,10 +139,7 @@ SERVER_TOKEN_ENV = {"SHOPREC_API_TOKEN": (SERVER_SECRET, "api-token")}
 
 def _secrets_as_env(task, secret_env: dict[str, tuple[str, str]] = SECRET_ENV) -> None:
     """Env from Secrets; keys that may be absent (shoprec.k8s.OPTIONAL_SECRET_KEYS) in a separate optional group."""
-    groups: dict[tuple[str, bool], dict[str, str]] = {}
-    for env, (secret, key) in secret_env.items():
-        groups.setdefault((secret, secret_optional(secret, key)), {})[key] = env
-    for (secret, optional), key_to_env in sorted(groups.items()):
+    for secret, optional, key_to_env in secret_env_groups(secret_env):
         kubernetes.use_secret_as_env(task, secret, secret_key_to_env=key_to_env, optional=optional)
 
 

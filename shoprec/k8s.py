@@ -102,6 +102,15 @@ def secret_optional(secret: str, key: str) -> bool:
     return (secret, key) in OPTIONAL_SECRET_KEYS
 
 
+def secret_env_groups(secret_env: dict[str, tuple[str, str]]) -> list[tuple[str, bool, dict[str, str]]]:
+    """``env var -> (secret, key)`` as (secret, optional, {key: env var}) groups, sorted: kfp-kubernetes marks a
+    whole group optional, so keys that may be absent go in a group of their own."""
+    groups: dict[tuple[str, bool], dict[str, str]] = {}
+    for env, (secret, key) in secret_env.items():
+        groups.setdefault((secret, secret_optional(secret, key)), {})[key] = env
+    return [(secret, optional, key_to_env) for (secret, optional), key_to_env in sorted(groups.items())]
+
+
 def _secret_env(var: str, secret: str, key: str) -> dict:
     ref = {"name": secret, "key": key}
     if secret_optional(secret, key):

@@ -27,6 +27,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check shoprec components pipelines tests benchmarks
+	$(BIN)/python -m pytest -q tests/test_layers.py tests/test_serving_imports.py
 
 clean:
 	rm -rf .shoprec build *.egg-info

@@ -46,8 +46,8 @@ def run_pipeline(runner: str, data_uri: str, model_name: str, home: Path, epochs
 
 
 def _run_one(runner: str, data_uri: str, model_name: str, epochs: int) -> None:
-    from shoprec import container_runner
-    from shoprec.pipeline_runner import run_local
+    from shoprec.pipeline import containers as container_runner
+    from shoprec.pipeline.runner import run_local
 
     result = run_local(data_uri=data_uri, model_name=model_name, ranker_name=f"{model_name}-ranker", epochs=epochs,
                        runner=runner)
@@ -78,7 +78,7 @@ def pod_flags(manifest: dict) -> list[str]:
 def check_server_image(image: str, model_uri: str, ranker_uri: str | None, port: int, timeout: float = 240.0) -> dict:
     """Run the server image as its pod would (the manifest's securityContext, emptyDirs as tmpfs), serving
     ``model_uri`` from the MLflow registry; wait for /readyz and ask /v1/recommend and /v1/search."""
-    from shoprec import k8s
+    from shoprec.pipeline import k8s
 
     manifest = k8s.render_inference_service("check", model_uri, image=image)
     name = f"shoprec-server-check-{port}"
@@ -142,8 +142,8 @@ def main() -> None:
         _run_one(a.run_one, a.data, a.model_name, a.epochs)
         return
 
-    from shoprec import container_runner
-    from shoprec.synth import synthesize
+    from shoprec.data.synth import synthesize
+    from shoprec.pipeline import containers as container_runner
 
     home = ROOT / ".shoprec/bench/containers"
     result: dict = {"command": " ".join(shlex.quote(x) for x in [".venv/bin/python", "benchmarks/containers.py",

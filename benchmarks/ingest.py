@@ -4,7 +4,7 @@ Issue target: ``ingest()`` (parse, validate, quarantine, write Parquet) runs at 
 of a bare ``read_json`` on one core. Both are timed in the same process, on the same file, with Arrow
 limited to one thread, alternating, and the median of ``--repeats`` runs is reported.
 
-The file is clean synthetic traffic: a small simulated shop (``shoprec.synth``) replicated until it has
+The file is clean synthetic traffic: a small simulated shop (``shoprec.data.synth``) replicated until it has
 ``--events`` rows; each copy gets its own user and session ids and shifted milliseconds, so no row is a
 duplicate of another (a duplicate would be quarantined, and this measures the clean path) and the
 values are about as varied as real traffic's. The copies are merged in time order, as a log is written
@@ -34,8 +34,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.json as pj
 
-from shoprec.ingest import _READ_SCHEMA, ingest
-from shoprec.synth import synthesize
+from shoprec.data.ingest import _READ_SCHEMA, ingest
+from shoprec.data.synth import synthesize
 
 RESULT = Path(__file__).parent / "results" / "ingest.json"
 START = "2026-10-01"

@@ -177,7 +177,7 @@ def speed_ratio(models: dict[str, torch.nn.Module], tok, cfg: RankerConfig, a: l
 def step_time_ratio(cfg_lora: RankerConfig, cfg_full: RankerConfig, tok, groups, rounds: int = 20) -> dict:
     """Median seconds of one optimizer step (forward, backward, AdamW) for LoRA and full fine-tuning, alternating."""
     from shoprec.ranker.train import cross_collate, cross_loss_fn
-    from shoprec.trainer import make_optimizer
+    from shoprec.trainer.loop import make_optimizer
 
     out = {}
     batch = cross_collate(tok, cfg_lora.max_len)(groups[:4])

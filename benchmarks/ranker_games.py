@@ -4,7 +4,7 @@ top-50 re-ranked by the LoRA MiniLM cross-encoder over (recent history titles, c
     .venv/bin/python benchmarks/ranker_games.py [--seqrec-epochs N] [--seqrec-minutes M] [--test-users 3000] [--reuse]
 
 1. ``sequences.txt`` (``user item ... item``, chronological, the S3-Rec layout) goes through shoprec's own path:
-   :func:`shoprec.importers.import_s3rec` -> raw events, the catalog gets the real titles of ``Games-6k.item``
+   :func:`shoprec.data.importers.import_s3rec` -> raw events, the catalog gets the real titles of ``Games-6k.item``
    -> ``ingest`` -> ``features``; the sequences and titles are checked against the files.
 2. The sequential model is trained with the unchanged recipe ``configs/seqrec/medium.yaml`` (SASRec, full
    softmax CE) under torchrun (1 process, 1 thread; ``--seqrec-epochs``/``--seqrec-minutes`` cap it to fit
@@ -84,10 +84,10 @@ def prepare(data: Path, work: Path, max_users: int) -> tuple[Path, list[str], li
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from shoprec.features import build_features, load_items, load_sequences
-    from shoprec.importers import import_s3rec
-    from shoprec.ingest import ingest
-    from shoprec.schema import CATALOG_SCHEMA
+    from shoprec.data.features import build_features, load_items, load_sequences
+    from shoprec.data.importers import import_s3rec
+    from shoprec.data.ingest import ingest
+    from shoprec.data.schema import CATALOG_SCHEMA
 
     source = data / "sequences.txt"
     if max_users:  # development / smoke runs only: the first max_users lines
@@ -130,7 +130,7 @@ def prepare(data: Path, work: Path, max_users: int) -> tuple[Path, list[str], li
 
 # ------------------------------------------------------------------ sequential model
 def train_seqrec(feats: Path, out: Path, epochs: int, minutes: float, reuse: bool) -> dict:
-    from shoprec.train import launch
+    from shoprec.seqrec.launch import launch
 
     overrides = {"threads": 1}
     if epochs:
@@ -162,7 +162,7 @@ def seqrec_candidates(model, seqs: list[list[int]], users: list[int], cut: int, 
     import torch
 
     from shoprec import metrics
-    from shoprec.models.seqrec import left_pad
+    from shoprec.seqrec.model import left_pad
 
     hists = [seqs[u][:-cut] for u in users]
     targets = np.array([seqs[u][-cut] for u in users], dtype=np.int64)
@@ -399,7 +399,7 @@ def main() -> None:
     t = time.perf_counter()
     s = train_seqrec(feats, work / "seqrec", a.seqrec_epochs, a.seqrec_minutes, a.reuse)
     timings["seqrec_train_s"] = time.perf_counter() - t
-    from shoprec.models.seqrec import load_model
+    from shoprec.seqrec.model import load_model
 
     seqrec = load_model(work / "seqrec").eval()
     torch.set_num_threads(a.threads)
@@ -487,7 +487,7 @@ def main() -> None:
                         **{f"{sp}_{n}": v for (n, sp), v in ce_scores.items()})
 
     # ---- popularity (counts over every user's items before the target position)
-    from shoprec.recommend import popularity_ranks
+    from shoprec.seqrec.recommend import popularity_ranks
 
     def pop_ranks(split: str, cut: int):
         c = cand[split]
@@ -600,7 +600,7 @@ def main() -> None:
         "dataset": {"name": "Amazon Video Games 2018, LLMRank Games-6k preprocessing (5-core, real titles)",
                     "source": str(data), "users": len(seqs), "items": n_items,
                     "interactions": int(sum(map(len, seqs))),
-                    "import": ("shoprec.importers.import_s3rec(sequences.txt) -> catalog titles from Games-6k.item -> "
+                    "import": ("shoprec.data.importers.import_s3rec(sequences.txt) -> catalog titles from Games-6k.item -> "
                                "ingest -> features; sequences and titles identical to the files"),
                     "max_users": a.max_users or None},
         "protocol": ("leave-one-out (last item test, second last valid, rest train); seqrec ranks every item with the "

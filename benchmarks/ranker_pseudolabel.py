@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/ranker_pseudolabel.py --seeds 0 1 2 \\
         --work .shoprec/bench/ranker-pl --out benchmarks/results/ranker-pseudolabel.json
 
-The built-in shop (``shoprec.synth.synthesize`` with its defaults, as ``make demo``) goes through ingest
+The built-in shop (``shoprec.data.synth.synthesize`` with its defaults, as ``make demo``) goes through ingest
 and features. Per seed (the query split, the subsample and the training seed), with the built-in recipe
 (``configs/ranker/builtin.yaml``, without the bi-encoder, one torch thread):
 
@@ -55,9 +55,9 @@ DEFAULT_VARIANTS = {"hard": {}, "soft": {"label": "soft"}}
 def shop_features(work: Path) -> Path:
     feats = work / "features"
     if not (feats / "search_pairs.parquet").exists():
-        from shoprec.features import build_features
-        from shoprec.ingest import ingest
-        from shoprec.synth import synthesize
+        from shoprec.data.features import build_features
+        from shoprec.data.ingest import ingest
+        from shoprec.data.synth import synthesize
 
         synthesize(work / "shop")
         ingest(str(work / "shop"), work / "ingested", progress=False)
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     stats = json.loads((feats / "stats.json").read_text())
     command = " ".join([".venv/bin/python", "benchmarks/ranker_pseudolabel.py", *sys.argv[1:]]) if argv is None \
         else " ".join(["benchmarks/ranker_pseudolabel.py", *argv])
-    res: dict = {"command": command, "data": {"shop": "shoprec.synth.synthesize defaults (seed 0)", **stats},
+    res: dict = {"command": command, "data": {"shop": "shoprec.data.synth.synthesize defaults (seed 0)", **stats},
                  "machine": f"{os.cpu_count()} CPU cores shared with other jobs, torch threads {a.threads}",
                  "metrics": "test queries, all pairs (max_eval_pairs 0): auc/logloss over search impressions and "
                             "click samples (evaluate_ranker), search_auc over search impressions only, "

@@ -24,12 +24,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
+from shoprec.data.features import merge_features, partial_features  # noqa: E402
+from shoprec.data.ingest import ingest  # noqa: E402
+from shoprec.data.synth import synthesize  # noqa: E402
 from shoprec.evaluate import evaluate  # noqa: E402
-from shoprec.features import merge_features, partial_features  # noqa: E402
-from shoprec.ingest import ingest  # noqa: E402
-from shoprec.models.seqrec import SeqRecConfig  # noqa: E402
-from shoprec.synth import synthesize  # noqa: E402
-from shoprec.train import TrainConfig, train  # noqa: E402
+from shoprec.seqrec.model import SeqRecConfig  # noqa: E402
+from shoprec.seqrec.train import TrainConfig, train  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:

@@ -6,7 +6,7 @@
 The search path is the server's: BM25 top 100 and bi-encoder top 100 fused as the ranker's ``search``
 settings say (``SearchSettings``: z-scored score sum by default, or reciprocal rank), the first ``depth``
 re-ranked by the cross-encoder (blended with the fused score by ``rerank_weight``) (:class:`shoprec.ranker.search.SearchIndex`, loaded
-the way ``shoprec serve`` loads it: :func:`shoprec.serve.load_search_ranker`, int8 cross-encoder,
+the way ``shoprec serve`` loads it: :func:`shoprec.serving.search.load_search_ranker`, int8 cross-encoder,
 float32 bi-encoder). Depths 0 (fused order, no cross-encoder), 10, 20 and 50, plus the float32
 cross-encoder at depth 20 (and optionally shorter pairs, ``--pair-max-len``).
 
@@ -126,11 +126,11 @@ def build_index(out: Path, uids: list, titles: list[str], ranker, vectors: Path 
 
 def tiny_recommender(root: Path) -> Path:
     """``shoprec serve`` needs a recommender for --model: a small one on the built-in shop (about a minute)."""
-    from shoprec.features import build_features
-    from shoprec.ingest import ingest
-    from shoprec.models.seqrec import SeqRecConfig
-    from shoprec.synth import synthesize
-    from shoprec.train import TrainConfig, train
+    from shoprec.data.features import build_features
+    from shoprec.data.ingest import ingest
+    from shoprec.data.synth import synthesize
+    from shoprec.seqrec.model import SeqRecConfig
+    from shoprec.seqrec.train import TrainConfig, train
 
     if (root / "model" / "model.safetensors").exists():
         return root / "model"
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
 
     from shoprec.ranker.search import SearchIndex
-    from shoprec.serve import load_search_ranker
+    from shoprec.serving.search import load_search_ranker
 
     df, uids, titles = load_homedepot()
     ranker_dir = export_ranker(cross, bi if bi.exists() else None, work / "ranker", args)

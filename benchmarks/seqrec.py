@@ -61,9 +61,9 @@ def prepare(data: Path, work: Path) -> Path:
     sequences are the file's. Features made before items had attributes are made again."""
     import shutil
 
-    from shoprec.features import build_features, load_items, load_sequences
-    from shoprec.importers import import_s3rec, s3rec_attributes_file
-    from shoprec.ingest import ingest
+    from shoprec.data.features import build_features, load_items, load_sequences
+    from shoprec.data.importers import import_s3rec, s3rec_attributes_file
+    from shoprec.data.ingest import ingest
 
     feats = work / "features"
     if (feats / "items.parquet").exists() and "attributes" not in load_items(feats):
@@ -86,13 +86,13 @@ def prepare(data: Path, work: Path) -> Path:
 
 
 def train_recipe(feats: Path, out: Path, recipe: Path, nproc: int, reuse: bool, overrides: dict) -> dict:
-    from shoprec.train import launch
+    from shoprec.seqrec.launch import launch
 
     if reuse and (out / "metrics.json").exists():
         s = json.loads((out / "metrics.json").read_text())
         import yaml
 
-        from shoprec.ensemble import merge_overrides, recipe_members
+        from shoprec.seqrec.train import merge_overrides, recipe_members
 
         members = recipe_members(recipe) or [{}]  # an ensemble recipe: each member's model config is checked
         runs = s["config"]["members"] if "members" in s["config"] else [s["config"]]
@@ -211,7 +211,7 @@ def main() -> None:
     ap.add_argument("--work", default=str(REPO / ".shoprec" / "bench" / "seqrec"))
     ap.add_argument("--recipe", default=str(REPO / "configs" / "seqrec" / "medium.yaml"))
     ap.add_argument("--ensemble-recipe", default=str(REPO / "configs" / "seqrec" / "medium-ensemble.yaml"),
-                    help="three medium.yaml models scored together (shoprec/ensemble.py): the best model")
+                    help="three medium.yaml models scored together (shoprec/seqrec/ensemble.py): the best model")
     ap.add_argument("--ss-recipe", default=str(REPO / "configs" / "seqrec" / "medium-ss.yaml"))
     ap.add_argument("--bert4rec-recipe", default=str(REPO / "configs" / "seqrec" / "medium-bert4rec.yaml"))
     ap.add_argument("--nproc", type=int, default=2)
@@ -302,7 +302,7 @@ def main() -> None:
     }
     if ddp:
         result["ddp"] = ddp
-    from shoprec.features import load_items, load_sequences
+    from shoprec.data.features import load_items, load_sequences
     users, seqs = load_sequences(feats)
     result["dataset"]["users"] = len(users)
     result["dataset"]["items"] = len(load_items(feats))

@@ -1,7 +1,7 @@
 """Leave-one-out metrics of saved sequential models and of their ensembles (issue #3, exploratory).
 
 An ensemble scores an item by the mean of its members' log-softmax scores. Each model folder is a
-``shoprec.train`` output (its ``model.safetensors`` is the best-validation checkpoint). Members are chosen
+``shoprec.seqrec.train`` output (its ``model.safetensors`` is the best-validation checkpoint). Members are chosen
 by greedy forward selection on validation NDCG@10 (start from the best single model, add the model that
 raises it most, stop when none does); test figures are printed beside each step and never used to choose.
 Scores are cached as float32 ``.npy`` files named by the weights' digest (about 1 GB per model and split on Beauty) and memory-mapped.
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from shoprec import metrics
-from shoprec.features import load_sequences
-from shoprec.models.seqrec import left_pad, load_model
+from shoprec.data.features import load_sequences
+from shoprec.seqrec.model import left_pad, load_model
 
 
 @torch.no_grad()
@@ -46,7 +46,7 @@ def leave_one_out(scores: torch.Tensor, seqs: list[list[int]], cut: int) -> dict
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("models", nargs="+", help="shoprec.train output folders")
+    p.add_argument("models", nargs="+", help="shoprec.seqrec.train output folders")
     p.add_argument("--features", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--cache", default=".shoprec/bench/seqrec-ensemble", help="per-model score files, reused")

@@ -26,9 +26,9 @@ BEAUTY = Path(os.environ.get("SHOPREC_SHARED_DATA", REPO.parent / "shared" / "da
 
 
 def features_for(work: Path, smoke: bool) -> tuple[Path, str]:
-    from shoprec.features import build_features
-    from shoprec.importers import import_s3rec
-    from shoprec.ingest import ingest
+    from shoprec.data.features import build_features
+    from shoprec.data.importers import import_s3rec
+    from shoprec.data.ingest import ingest
 
     if BEAUTY.exists():
         src = BEAUTY
@@ -40,7 +40,7 @@ def features_for(work: Path, smoke: bool) -> tuple[Path, str]:
     else:
         if not smoke:
             raise SystemExit(f"{BEAUTY} not found (set SHOPREC_SHARED_DATA); --smoke runs without it")
-        from shoprec.synth import synthesize
+        from shoprec.data.synth import synthesize
 
         synthesize(work / "raw", users=300, items=80, days=5, seed=7)
         name = "built-in shop"
@@ -60,7 +60,7 @@ def main() -> None:
 
     import torch
 
-    from shoprec.train import launch
+    from shoprec.seqrec.launch import launch
 
     if not a.smoke and not torch.cuda.is_available():
         raise SystemExit("no GPU: run with --smoke for the CPU check")

@@ -1,6 +1,6 @@
 """Serving latency and throughput: ``shoprec serve`` against ``mlflow models serve`` of the same registered model.
 
-The model: the built-in shop (``shoprec.synth``) -> ingest -> features -> a SASRec-sized model (d_model 64,
+The model: the built-in shop (``shoprec.data.synth``) -> ingest -> features -> a SASRec-sized model (d_model 64,
 2 layers, max_len 50) trained here, evaluated and registered as ``@champion`` in a temporary MLflow store
 (SQLite). Both servers load ``models:/NAME@champion`` from it on 127.0.0.1:
 
@@ -46,12 +46,12 @@ NAME = "bench-seqrec"
 
 # ------------------------------------------------------------------ the model
 def build_model(root: Path, users: int, items: int, days: int, epochs: int) -> Path:
+    from shoprec.data.features import build_features
+    from shoprec.data.ingest import ingest
+    from shoprec.data.synth import synthesize
     from shoprec.evaluate import evaluate
-    from shoprec.features import build_features
-    from shoprec.ingest import ingest
-    from shoprec.models.seqrec import SeqRecConfig
-    from shoprec.synth import synthesize
-    from shoprec.train import TrainConfig, train
+    from shoprec.seqrec.model import SeqRecConfig
+    from shoprec.seqrec.train import TrainConfig, train
 
     synthesize(root / "shop", users=users, items=items, days=days, seed=0)
     ingest(str(root / "shop"), root / "ingested", progress=False)
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.pop("SHOPREC_API_TOKEN", None)
     procs: list[subprocess.Popen] = []
     try:
-        from shoprec import registry
+        from shoprec.registry import versions as registry
 
         if registry.version_by_alias(NAME) if (root / "mlflow.db").exists() else None:
             model_dir = root / "model"

@@ -28,8 +28,8 @@ RECIPE = ROOT / "configs/seqrec/builtin.yaml"
 
 def night(raw: Path, days: int, work: Path) -> Path:
     """Features of the first ``days`` days of ``raw`` (a copy with only those day folders)."""
-    from shoprec.features import build_features
-    from shoprec.ingest import ingest
+    from shoprec.data.features import build_features
+    from shoprec.data.ingest import ingest
 
     part = work / f"raw-{days}d"
     if not part.exists():
@@ -45,7 +45,7 @@ def night(raw: Path, days: int, work: Path) -> Path:
 
 
 def train_once(features: Path, out: Path, seed: int, warm: str = "") -> dict:
-    from shoprec.train import load_recipe, train
+    from shoprec.seqrec.train import load_recipe, train
 
     cfg = load_recipe(RECIPE, seed=seed, threads=1, warm_start=warm)
     t0 = time.perf_counter()
@@ -69,7 +69,7 @@ def main() -> None:
     a = p.parse_args()
     import torch
 
-    from shoprec.synth import synthesize
+    from shoprec.data.synth import synthesize
 
     torch.set_num_threads(1)
     work = Path(a.work)
@@ -114,7 +114,7 @@ def main() -> None:
             summary["seconds_to_cold_best"]["warm"] / summary["seconds_to_cold_best"]["cold"], 3)
     result = {"command": " ".join(shlex.quote(x) for x in [".venv/bin/python", "benchmarks/warm_start.py",
                                                              *sys.argv[1:]]),
-              "data": "built-in shop (shoprec.synth defaults: 2,000 shoppers, 400 items, 14 days, seed 0); champion on "
+              "data": "built-in shop (shoprec.data.synth defaults: 2,000 shoppers, 400 items, 14 days, seed 0); champion on "
                       "days 1-13, tonight's model on days 1-14", "recipe": str(RECIPE.relative_to(ROOT)),
               "champion": champ, "runs": runs, "median": summary,
               "note": "medians over seeds; runs one after the other on a 2-core machine shared with other jobs. The "

@@ -7,6 +7,6 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def day_features(ingested: Input[Dataset], partial: Output[Dataset]):
     """One day's interactions and search pairs, merged into sequences by the features step."""
-    from shoprec.features import partial_features
+    from shoprec.data.features import partial_features
 
     partial_features(ingested.path, partial.path)

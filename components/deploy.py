@@ -10,8 +10,8 @@ def deploy(model_name: str, version: str, target: str, ranker_name: str, ranker_
     local server pointer. Fails when it cannot apply or the service does not get Ready in ready_timeout s."""
     import json
 
-    from shoprec.deploy import deploy as run_deploy
-    from shoprec.deploy import ranker_to_serve
+    from shoprec.pipeline.deploy import deploy as run_deploy
+    from shoprec.pipeline.deploy import ranker_to_serve
 
     record = run_deploy(model_name, version, target=target, ranker_name=ranker_name,
                         ranker_version=ranker_to_serve(ranker_name, ranker_version, ranker_gate),

@@ -17,7 +17,7 @@ def evaluate(model: Input[Model], features: Input[Dataset], model_name: str, mar
     from pathlib import Path
 
     from shoprec.evaluate import evaluate as run_evaluate
-    from shoprec.registry import download_model_dir
+    from shoprec.registry.versions import download_model_dir
 
     champion = download_model_dir(model_name, "champion")
     result = run_evaluate(model.path, features.path, evaluation.path, champion=champion[0] if champion else None,

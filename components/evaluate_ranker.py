@@ -12,7 +12,7 @@ def evaluate_ranker(ranker: Input[Model], features: Input[Dataset], model_name: 
     from pathlib import Path
 
     from shoprec.evaluate import evaluate_ranker_vs_champion
-    from shoprec.registry import download_model_dir
+    from shoprec.registry.versions import download_model_dir
 
     champion = download_model_dir(model_name, "champion")
     result = evaluate_ranker_vs_champion(ranker.path, features.path, evaluation.path,

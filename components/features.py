@@ -11,7 +11,7 @@ def features(partials: Input[list[Dataset]], ingest_summary: Input[Dataset], fea
     """Sequences with a leave-one-out split, item vocabulary, search pairs and click samples, from all days."""
     from pathlib import Path
 
-    from shoprec.features import merge_features
+    from shoprec.data.features import merge_features
 
     stats = merge_features([p.path for p in partials], Path(ingest_summary.path) / "catalog.parquet", features.path)
     for key, value in stats.items():

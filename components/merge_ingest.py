@@ -11,7 +11,7 @@ def merge_ingest(parts: Input[list[Dataset]], max_quarantine: float, summary: Ou
     """Sum the days' ingest reports and check the quarantine limit over all of them; returns the data snapshot."""
     import json
 
-    from shoprec.fanout import merge_ingest_reports
+    from shoprec.data.fanout import merge_ingest_reports
 
     total = merge_ingest_reports([p.path for p in parts], summary.path, max_quarantine_fraction=max_quarantine)
     for key in ("rows_in", "accepted", "quarantined", "files"):

@@ -9,7 +9,7 @@ def promote(deployment: str, max_error_rate: float, ready_timeout: int) -> str:
     give it all traffic and move @champion; a failed canary is rolled back and this step fails saying why."""
     import json
 
-    from shoprec.deploy import promote as run_promote
+    from shoprec.pipeline.deploy import promote as run_promote
 
     result = run_promote(json.loads(deployment), max_error_rate=max_error_rate, ready_timeout_s=ready_timeout)
     return result["decision"]

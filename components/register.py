@@ -13,7 +13,7 @@ def register(model: Input[Model], evaluation: Input[Artifact], model_name: str, 
     import json
     from collections import namedtuple
 
-    from shoprec.registry import register as run_register
+    from shoprec.registry.versions import register as run_register
 
     result = run_register(model.path, evaluation.path, model_name, kfp_run_id=kfp_run_id,
                           data_snapshot=json.loads(data_snapshot), kind=kind)

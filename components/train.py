@@ -8,14 +8,13 @@ from components import BASE_IMAGE, TRAINER_IMAGE
 def train(features: Input[Dataset], recipe: str, epochs: int, workers: int, nodes: int, model: Output[Model],
           metrics: Output[Metrics], kfp_run_id: str = "", checkpoint_root: str = "", warm_start: bool = False,
           model_name: str = ""):
-    """DDP training of the sequential recommender (:func:`shoprec.train.train_step`): torchrun in this pod (gloo on
+    """DDP training of the sequential recommender (:func:`shoprec.pipeline.steps.train_step`): torchrun in this pod (gloo on
     CPU, NCCL on GPUs), or a Kubeflow Trainer TrainJob when ``nodes`` > 1, ``workers`` processes per node; a retry
     resumes from the checkpoints stored under ``kfp_run_id``. With ``warm_start`` the model starts from
-    ``model_name``'s @champion where the architecture allows (:mod:`shoprec.warm_start`)."""
+    ``model_name``'s @champion where the architecture allows (:mod:`shoprec.seqrec.warm_start`)."""
     import json
 
-    from shoprec.train import train_step
-    from shoprec.warm_start import champion_model_dir
+    from shoprec.pipeline.steps import champion_model_dir, train_step
 
     summary = train_step(features.path, features.uri, model.path, model.uri, recipe, epochs=epochs, workers=workers,
                          nodes=nodes, kfp_run_id=kfp_run_id, checkpoint_root=checkpoint_root,
@@ -32,6 +31,6 @@ def train(features: Input[Dataset], recipe: str, epochs: int, workers: int, node
 def launcher_gpus(gpus: int, nodes: int) -> int:
     """GPUs the train step's own pod asks for: ``gpus`` when it trains in the pod (one node), none when it only
     launches and watches a multi-node TrainJob (whose pods ask for the GPUs)."""
-    from shoprec.trainjob import launcher_gpus as gpus_of_launcher
+    from shoprec.pipeline.trainjob import launcher_gpus as gpus_of_launcher
 
     return gpus_of_launcher(gpus, nodes)

@@ -1,4 +1,4 @@
-# The image every pipeline step runs in (the KFP components' base_image, shoprec.k8s.base_image()):
+# The image every pipeline step runs in (the KFP components' base_image, shoprec.images.base_image()):
 # shoprec with its pinned dependencies (images/requirements.txt) and the CPU build of torch 2.13.0.
 # Build from the repository root (make images does):
 #   docker buildx build -f images/base.Dockerfile -t ghcr.io/shoprec/shoprec:0.1.0 .
@@ -44,7 +44,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 COPY configs /opt/shoprec/configs
 # No compiler may be left for anything to build with at run time.
 RUN ! command -v gcc && ! command -v cc && shoprec --version
-# The commit the image was built from: a label for registries, an env var for shoprec.registry to tag MLflow runs.
+# The commit the image was built from: a label for registries, an env var for shoprec.registry.versions to tag MLflow runs.
 ARG GIT_COMMIT=unknown
 LABEL org.opencontainers.image.revision="${GIT_COMMIT}"
 ENV SHOPREC_GIT_COMMIT="${GIT_COMMIT}"

@@ -23,7 +23,7 @@ RUN groupadd --gid 10001 mlflow \
     && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/mlflow --shell /usr/sbin/nologin mlflow
 COPY --from=build /opt/venv /opt/venv
 RUN ! command -v gcc && ! command -v cc && mlflow --version
-# The commit the image was built from: a label for registries, an env var for shoprec.registry to tag MLflow runs.
+# The commit the image was built from: a label for registries, an env var for shoprec.registry.versions to tag MLflow runs.
 ARG GIT_COMMIT=unknown
 LABEL org.opencontainers.image.revision="${GIT_COMMIT}"
 ENV SHOPREC_GIT_COMMIT="${GIT_COMMIT}"

@@ -1,4 +1,4 @@
-# The model server (KServe custom predictor, shoprec.k8s.server_image()): shoprec with the `serve` extra
+# The model server (KServe custom predictor, shoprec.images.server_image()): shoprec with the `serve` extra
 # (images/requirements-serve.txt) and the CPU build of torch 2.13.0, running `shoprec serve` on :8080.
 #   docker buildx build -f images/server.Dockerfile -t ghcr.io/shoprec/shoprec-server:0.1.0 .
 #   docker run -p 8080:8080 -e MLFLOW_TRACKING_URI=... ghcr.io/shoprec/shoprec-server:0.1.0
@@ -38,9 +38,9 @@ COPY --from=deps /opt/venv /opt/venv
 # --no-deps: everything it needs is pinned in the layer above.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --no-deps /wheels/*.whl \
-    && python -c "import fastapi, uvicorn, prometheus_client, shoprec.serve, torch"
+    && python -c "import fastapi, uvicorn, prometheus_client, shoprec.serving.app, torch"
 RUN ! command -v gcc && ! command -v cc && shoprec serve --help > /dev/null
-# The commit the image was built from: a label for registries, an env var for shoprec.registry to tag MLflow runs.
+# The commit the image was built from: a label for registries, an env var for shoprec.registry.versions to tag MLflow runs.
 ARG GIT_COMMIT=unknown
 LABEL org.opencontainers.image.revision="${GIT_COMMIT}"
 ENV SHOPREC_GIT_COMMIT="${GIT_COMMIT}"

@@ -1,5 +1,5 @@
 # The training image (DDP on GPUs; the TrainJob's and the cluster train step's image,
-# shoprec.k8s.trainer_image()): PyTorch's own CUDA runtime image, whose torch is the CUDA build of
+# shoprec.images.trainer_image()): PyTorch's own CUDA runtime image, whose torch is the CUDA build of
 # 2.13.0, plus shoprec with the same pins as the other images (images/requirements.txt).
 #   docker buildx build -f images/trainer.Dockerfile -t ghcr.io/shoprec/shoprec-trainer:0.1.0 .
 # TORCH_IMAGE picks the CUDA line (torch 2.13.0 is built for CUDA 12.6, 12.9, 13.0 and 13.2); 12.6 runs on
@@ -36,10 +36,10 @@ COPY configs /opt/shoprec/configs
 RUN --mount=type=bind,source=images/wheelhouse,target=/wheelhouse \
     pip install --no-cache-dir $PIP_OPTIONS --no-deps /src \
     && rm -rf /src /tmp/requirements.txt /tmp/constraints.txt \
-    && python -c "import shoprec.train, torch; assert torch.__version__.split('+')[0] == '2.13.0' and (torch.version.cuda or '$REQUIRE_CUDA' == '0')" \
+    && python -c "import shoprec.seqrec.train, torch; assert torch.__version__.split('+')[0] == '2.13.0' and (torch.version.cuda or '$REQUIRE_CUDA' == '0')" \
     && groupadd --gid 10001 shoprec \
     && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/shoprec --shell /usr/sbin/nologin shoprec
-# The commit the image was built from: a label for registries, an env var for shoprec.registry to tag MLflow runs.
+# The commit the image was built from: a label for registries, an env var for shoprec.registry.versions to tag MLflow runs.
 ARG GIT_COMMIT=unknown
 LABEL org.opencontainers.image.revision="${GIT_COMMIT}"
 ENV SHOPREC_GIT_COMMIT="${GIT_COMMIT}"

@@ -2,7 +2,7 @@
 # and mlflow (the tracking server of manifests/, with the PostgreSQL driver). All get one tag, the package version; REGISTRY names where they go.
 #   make images                               # build and load into the local docker engine
 #   make images PUSH=1 REGISTRY=ghcr.io/acme  # build and push (multi-arch with PLATFORMS=linux/amd64,linux/arm64)
-# shoprec.k8s reads the same names: SHOPREC_IMAGE_REGISTRY=$(REGISTRY), tag = shoprec.__version__.
+# shoprec.images reads the same names: SHOPREC_IMAGE_REGISTRY=$(REGISTRY), tag = shoprec.__version__.
 IMAGE_VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' shoprec/__init__.py)
 REGISTRY      ?= ghcr.io/shoprec
 PLATFORMS     ?= linux/amd64

@@ -9,8 +9,8 @@
 ``retrain`` runs anywhere (``shoprec pipeline run --local`` runs it with kfp.local); ``retrain_cluster``
 is the same DAG with what a Kubernetes cluster needs: GPUs for the train step, a memory-backed
 ``/dev/shm`` for NCCL, node selector and tolerations for GPU nodes, credentials from Secrets (keys that may
-be absent optional, see ``shoprec.k8s.OPTIONAL_SECRET_KEYS``), retries, and the image settings of the
-compiling shell on every task (``shoprec.k8s.image_env``) so the TrainJob and InferenceService a step
+be absent optional, see ``shoprec.pipeline.k8s.OPTIONAL_SECRET_KEYS``), retries, and the image settings of the
+compiling shell on every task (``shoprec.pipeline.k8s.image_env``) so the TrainJob and InferenceService a step
 creates use the same images as the steps.
 Compile with ``shoprec pipeline compile [--cluster] -o retrain.yaml`` or ``kfp dsl compile --py
 pipelines/retrain.py --function retrain --output retrain.yaml``.
@@ -35,8 +35,8 @@ from components.promote import promote
 from components.register import register
 from components.train import launcher_gpus, train
 from components.train_ranker import train_ranker
-from shoprec.k8s import SERVER_SECRET, image_env, secret_env_groups
-from shoprec.trainjob import SECRET_ENV, nccl_debug_requested
+from shoprec.pipeline.k8s import SERVER_SECRET, image_env, secret_env_groups
+from shoprec.pipeline.trainjob import SECRET_ENV, nccl_debug_requested
 
 # One line of JSON (which is also YAML): KFP copies defaults into a comment header of the compiled
 # file, and a multi-line default would break that YAML.
@@ -138,7 +138,7 @@ SERVER_TOKEN_ENV = {"SHOPREC_API_TOKEN": (SERVER_SECRET, "api-token")}
 
 
 def _secrets_as_env(task, secret_env: dict[str, tuple[str, str]] = SECRET_ENV) -> None:
-    """Env from Secrets; keys that may be absent (shoprec.k8s.OPTIONAL_SECRET_KEYS) in a separate optional group."""
+    """Env from Secrets; keys that may be absent (shoprec.pipeline.k8s.OPTIONAL_SECRET_KEYS) in a separate optional group."""
     for secret, optional, key_to_env in secret_env_groups(secret_env):
         kubernetes.use_secret_as_env(task, secret, secret_key_to_env=key_to_env, optional=optional)
 

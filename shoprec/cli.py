@@ -43,12 +43,12 @@ def data() -> None:
 @click.option("--seed", default=0, show_default=True)
 def data_synth(out: str, users: int, items: int, days: int, seed: int) -> None:
     """Write a simulated shop: catalog.parquet and events/dt=DAY/events.jsonl.gz."""
-    from shoprec.synth import synthesize
+    from shoprec.data.synth import synthesize
 
     if out.startswith("s3://"):
         import tempfile
 
-        from shoprec.storage import upload_folder
+        from shoprec.data.storage import upload_folder
 
         with tempfile.TemporaryDirectory() as tmp:
             stats = synthesize(tmp, users=users, items=items, days=days, seed=seed)
@@ -71,7 +71,7 @@ def data_import() -> None:
 @click.option("--no-attributes", is_flag=True, help="Ignore any item2attributes.json.")
 def data_import_s3rec(file: str, out: str, attributes: str | None, no_attributes: bool) -> None:
     """S3-Rec ``NAME.txt`` (user item item ... per line, time order; timestamps synthesised in that order)."""
-    from shoprec.importers import import_s3rec, s3rec_attributes_file
+    from shoprec.data.importers import import_s3rec, s3rec_attributes_file
 
     if no_attributes:
         attributes = None
@@ -86,7 +86,7 @@ def data_import_s3rec(file: str, out: str, attributes: str | None, no_attributes
 @click.option("--name", default=None, help="Dataset name (NAME.inter); default: the only .inter file.")
 def data_import_recbole(folder: str, out: str, name: str | None) -> None:
     """RecBole atomic files (NAME.inter with timestamps, NAME.item for titles)."""
-    from shoprec.importers import import_recbole
+    from shoprec.data.importers import import_recbole
 
     _print_json(import_recbole(folder, out, name=name))
 
@@ -96,7 +96,7 @@ def data_import_recbole(folder: str, out: str, name: str | None) -> None:
 @click.option("--out", required=True, help="Folder for the raw event log.")
 def data_import_clickstream(csv_file: str, out: str) -> None:
     """DIGINETICA-style ';'-separated item views (session_id;user_id;item_id;timeframe;eventdate)."""
-    from shoprec.importers import import_clickstream
+    from shoprec.data.importers import import_clickstream
 
     _print_json(import_clickstream(csv_file, out))
 
@@ -108,7 +108,7 @@ def data_import_clickstream(csv_file: str, out: str) -> None:
 @click.option("--max-quarantine", default=0.05, show_default=True, help="Fail if more than this fraction is quarantined.")
 def ingest_cmd(source: str, out: str, max_quarantine: float) -> None:
     """Validate raw events; accepted rows to Parquet by day, rejected rows to quarantine.jsonl."""
-    from shoprec.ingest import IngestError, ingest
+    from shoprec.data.ingest import IngestError, ingest
 
     try:
         report = ingest(source, out, max_quarantine_fraction=max_quarantine)
@@ -123,7 +123,7 @@ def ingest_cmd(source: str, out: str, max_quarantine: float) -> None:
 @click.option("--seed", default=0, show_default=True)
 def features_cmd(ingested: str, out: str, seed: int) -> None:
     """Sequences, item vocabulary, search pairs and click samples from ingested events."""
-    from shoprec.features import build_features
+    from shoprec.data.features import build_features
 
     _print_json(build_features(ingested, out, seed=seed))
 
@@ -144,7 +144,7 @@ def train() -> None:
 def train_seqrec(features: str, out: str, nproc: int, recipe: str | None, epochs: int | None,
                  objective: str | None, loss: str | None) -> None:
     """The sequential recommender, DDP-trained."""
-    from shoprec.train import launch
+    from shoprec.seqrec.launch import launch
 
     model = {k: v for k, v in {"objective": objective, "loss": loss}.items() if v}
     summary = launch(features, out, nproc=nproc, recipe=recipe, overrides={"epochs": epochs, "model": model})
@@ -175,7 +175,7 @@ def pipeline() -> None:
 @click.option("--cluster", is_flag=True, help="The cluster variant: GPU training, secrets as env, KServe deploy.")
 def pipeline_compile(output: str, cluster: bool) -> None:
     """Compile the KFP v2 pipeline to YAML."""
-    from shoprec.pipeline_runner import compile_pipeline
+    from shoprec.pipeline.runner import compile_pipeline
 
     click.echo(compile_pipeline(output, cluster=cluster))
 
@@ -196,8 +196,8 @@ def pipeline_compile(output: str, cluster: bool) -> None:
 def pipeline_run(local: bool, containers: bool, data_uri: str | None, epochs: int | None, workers: int,
                  model_name: str, margin: float, lookback_days: int, warm_start: bool, webhook_url: str) -> None:
     """Run the whole DAG on this machine."""
-    from shoprec.container_runner import ContainerRunError
-    from shoprec.pipeline_runner import run_local
+    from shoprec.pipeline.containers import ContainerRunError
+    from shoprec.pipeline.runner import run_local
 
     params = {"lookback_days": lookback_days, "warm_start": warm_start, "webhook_url": webhook_url}
     try:
@@ -216,7 +216,7 @@ def models() -> None:
 def _registry_call(fn, *args, **kwargs):
     from mlflow.exceptions import MlflowException
 
-    from shoprec.registry import RegistryError
+    from shoprec.registry.versions import RegistryError
 
     try:
         return fn(*args, **kwargs)
@@ -231,7 +231,7 @@ def _registry_call(fn, *args, **kwargs):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models_list(name: str | None, as_json: bool) -> None:
     """Registered models, or the versions of NAME with their aliases, gate and evaluation metrics."""
-    from shoprec import registry
+    from shoprec.registry import versions as registry
 
     if not name:
         names = _registry_call(registry.list_models)
@@ -266,7 +266,7 @@ def _serve_pinned(name: str, version: str, target: str, namespace: str, service:
     """Serve models:/NAME/VERSION on the target ("none": nothing); what now serves it, for the message."""
     if target == "none":
         return ""
-    from shoprec import deploy, k8s
+    from shoprec.pipeline import deploy, k8s
 
     try:
         record = deploy.pin(name, version, target, namespace=namespace, service=service, ready_timeout_s=timeout_s)
@@ -288,7 +288,7 @@ def _serve_pinned(name: str, version: str, target: str, namespace: str, service:
 def models_promote(name: str, version: str, force: bool, reason: str, target: str, namespace: str,
                    service: str | None, timeout_s: float) -> None:
     """Make VERSION of NAME the champion (it must have passed evaluation unless --force)."""
-    from shoprec import registry
+    from shoprec.registry import versions as registry
 
     reason = _registry_call(registry.check_promotable, name, version, reason=reason, force=force)
     served = _serve_pinned(name, version, target, namespace, service, timeout_s)
@@ -306,7 +306,7 @@ def models_promote(name: str, version: str, force: bool, reason: str, target: st
 @_TIMEOUT
 def models_rollback(name: str, reason: str, target: str, namespace: str, service: str | None, timeout_s: float) -> None:
     """Move NAME's champion back to the previous champion in its alias history."""
-    from shoprec import registry
+    from shoprec.registry import versions as registry
 
     current, previous = _registry_call(registry.rollback_target, name)
     served = _serve_pinned(name, previous, target, namespace, service, timeout_s)
@@ -320,7 +320,7 @@ def models_rollback(name: str, reason: str, target: str, namespace: str, service
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models_history(name: str, as_json: bool) -> None:
     """Who moved which alias of NAME to which version, when and why."""
-    from shoprec import registry
+    from shoprec.registry import versions as registry
 
     _registry_call(registry.list_versions, name)  # a clear error for an unknown model
     entries = _registry_call(registry.alias_history, name)
@@ -340,14 +340,14 @@ def _compiled_package(package: str | None, cluster: bool) -> str:
         return package
     import tempfile
 
-    from shoprec.pipeline_runner import compile_pipeline
+    from shoprec.pipeline.runner import compile_pipeline
 
     path = tempfile.NamedTemporaryFile(prefix="shoprec-retrain-", suffix=".yaml", delete=False).name
     return compile_pipeline(path, cluster=cluster)
 
 
 def _kfp_call(fn, *args, **kwargs):
-    from shoprec.kfp_client import KfpError
+    from shoprec.pipeline.kfp_client import KfpError
 
     try:
         return fn(*args, **kwargs)
@@ -359,7 +359,7 @@ def _kfp_auth(token_file: str | None) -> dict:
     """The KFP credentials: --token-file (or KF_PIPELINES_SA_TOKEN_PATH), else a token in KF_PIPELINES_TOKEN."""
     import os
 
-    from shoprec.kfp_client import TOKEN_ENV
+    from shoprec.pipeline.kfp_client import TOKEN_ENV
 
     token = os.environ.get(TOKEN_ENV) or None
     if token and token_file:
@@ -393,7 +393,7 @@ def pipeline_submit(host: str, experiment: str | None, params: tuple[str, ...], 
                     run_name: str | None, cluster: bool, namespace: str | None, token_file: str | None,
                     pipeline_name: str | None) -> None:
     """Upload the retrain pipeline as a new pipeline version and start one run of it on Kubeflow Pipelines."""
-    from shoprec import kfp_client
+    from shoprec.pipeline import kfp_client
 
     auth = _kfp_auth(token_file)
     arguments = _kfp_call(kfp_client.parse_params, params)
@@ -421,7 +421,7 @@ def pipeline_schedule(host: str, cron: str, name: str, experiment: str | None, p
                       token_file: str | None, pipeline_name: str | None) -> None:
     """Run the retrain pipeline's new version on a schedule (one at a time, no catch-up), replacing one of the
     same name (the new one is created before the old one is deleted); or --disable / --list schedules."""
-    from shoprec import kfp_client
+    from shoprec.pipeline import kfp_client
 
     auth = _kfp_auth(token_file)
     if list_:
@@ -465,7 +465,7 @@ def serve_cmd(model_uri: str, host: str, port: int, ranker_dir: str | None, sear
 
     With SHOPREC_API_TOKEN set, /v1/* and /admin/* need Authorization: Bearer <token>.
     """
-    from shoprec.serve import run_server
+    from shoprec.serving.app import run_server
 
     try:
         run_server(model_uri, host=host, port=port, ranker_dir=ranker_dir, poll_seconds=poll_seconds,
@@ -479,7 +479,7 @@ def serve_cmd(model_uri: str, host: str, port: int, ranker_dir: str | None, sear
 @click.option("--port", default=8765, show_default=True)
 def demo_cmd(port: int) -> None:
     """Synthesize the shop, run the whole pipeline locally, serve the champion and ask it once."""
-    from shoprec.demo import run_demo
+    from shoprec.pipeline.demo import run_demo
 
     run_demo(port=port)
 

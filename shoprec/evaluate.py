@@ -17,8 +17,8 @@ import logging
 from pathlib import Path
 
 from shoprec import metrics
-from shoprec.features import load_items, load_sequences
-from shoprec.recommend import Recommender, popularity_ranks
+from shoprec.data.features import load_items, load_sequences
+from shoprec.seqrec.recommend import Recommender, popularity_ranks
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Ranking metrics for one held-out target per user, ranked against all items.
+"""Ranking metrics: one held-out target per user ranked against all items (:func:`target_ranks`,
+:func:`metric_sums`), graded lists (:func:`ndcg_at_k`), and the standardisation score blends use.
 
 The rank of the target is the number of other candidates scored at least as high (ties count
 against the target, so a constant scorer gets no free hits). Items the user already had are
@@ -7,6 +8,7 @@ removed from the candidates before ranking, as the S3-Rec/ICLRec evaluation code
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 KS = (5, 10, 20)
@@ -49,3 +51,20 @@ def finish(sums: dict[str, float]) -> dict[str, float]:
 
 def add(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in set(a) | set(b)}
+
+
+def ndcg_at_k(scores: np.ndarray, gains: np.ndarray, k: int = 10, ideal_gains: np.ndarray | None = None) -> float:
+    """NDCG@k of one ranked list (ties in ``scores`` keep the given order); the ideal DCG uses ``ideal_gains`` if given."""
+    order = np.argsort(-scores, kind="stable")[:k]
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = float((gains[order] * disc[:len(order)]).sum())
+    ideal = np.sort(ideal_gains if ideal_gains is not None else gains)[::-1][:k]
+    idcg = float((ideal * disc[:len(ideal)]).sum())
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def standardised(x: np.ndarray) -> np.ndarray:
+    """(x - mean) / std over one query's candidates; zeros where all are equal."""
+    x = np.asarray(x, dtype=np.float64)
+    sd = x.std()
+    return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)

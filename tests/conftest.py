@@ -126,7 +126,7 @@ def s3_env(s3_server, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_shop(tmp_path_factory) -> Path:
-    from shoprec.synth import synthesize
+    from shoprec.data.synth import synthesize
 
     root = tmp_path_factory.mktemp("shop")
     synthesize(root, **TINY)
@@ -135,8 +135,8 @@ def tiny_shop(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_features(tiny_shop, tmp_path_factory) -> Path:
-    from shoprec.features import build_features
-    from shoprec.ingest import ingest
+    from shoprec.data.features import build_features
+    from shoprec.data.ingest import ingest
 
     ingested = tmp_path_factory.mktemp("ingested")
     ingest(str(tiny_shop), ingested, progress=False)
@@ -148,8 +148,8 @@ def tiny_features(tiny_shop, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_features, tmp_path_factory) -> Path:
     """A SASRec model trained in-process for a few epochs on the tiny shop."""
-    from shoprec.models.seqrec import SeqRecConfig
-    from shoprec.train import TrainConfig, train
+    from shoprec.seqrec.model import SeqRecConfig
+    from shoprec.seqrec.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("model")
     cfg = TrainConfig(epochs=6, batch_size=32, lr=3e-3, patience=10,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shoprec.serve import OPEN_PATHS
+from shoprec.serving.guard import OPEN_PATHS
 from tests.test_dashboard import exported, metric_names  # noqa: F401 - exported is a fixture
 
 ROOT = Path(__file__).resolve().parents[1]

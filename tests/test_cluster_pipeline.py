@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from shoprec.pipeline_runner import compile_pipeline
+from shoprec.pipeline.runner import compile_pipeline
 
 
 def _load(tmp_path):
@@ -91,7 +91,7 @@ def test_images_chosen_at_compile_time_reach_every_task(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPREC_")}
     env.update(SHOPREC_IMAGE_REGISTRY="registry.example.com/team", SHOPREC_IMAGE_TAG="9.9.9-rc1")
     out = tmp_path / "c.yaml"
-    subprocess.run([sys.executable, "-c", "import sys; from shoprec.pipeline_runner import compile_pipeline; "
+    subprocess.run([sys.executable, "-c", "import sys; from shoprec.pipeline.runner import compile_pipeline; "
                     "compile_pipeline(sys.argv[1], cluster=True)", str(out)],
                    check=True, cwd=ROOT, env=env, capture_output=True, timeout=300)
     spec = yaml.safe_load_all(out.read_text()).__next__()
@@ -109,7 +109,7 @@ def test_images_chosen_at_compile_time_reach_every_task(tmp_path):
         env_vars = {e["name"]: e["value"] for e in executors[name]["container"].get("env", [])}
         assert {k: env_vars.get(k) for k in want} == want, name
     # What a step reads at run time from that env: the TrainJob's and the InferenceService's images.
-    from shoprec import k8s
+    from shoprec.pipeline import k8s
 
     run_env = {e["name"]: e["value"] for e in executors["exec-deploy"]["container"]["env"]}
     saved = {k: os.environ.pop(k, None) for k in want}

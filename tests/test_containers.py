@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from shoprec import container_runner
+from shoprec.pipeline import containers as container_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RECIPE = ("{epochs: 3, batch_size: 32, lr: 0.003, patience: 5, model: {objective: sasrec, loss: ce, max_len: 20, "
@@ -62,7 +62,7 @@ def test_steps_get_only_the_variables_they_need(tmp_path, monkeypatch):
 
 
 def test_pod_flags_follow_the_inference_service(load_benchmark):
-    from shoprec import k8s
+    from shoprec.pipeline import k8s
 
     flags = load_benchmark("containers").pod_flags(k8s.render_inference_service("x", "models:/m/1", image="i"))
     assert "--read-only" in flags and "--user=10001:10001" in flags and "--cap-drop=ALL" in flags
@@ -87,7 +87,7 @@ def local_images():
 
 
 def _run_in_containers(images: dict, data_uri: str, home: Path, model_name: str) -> subprocess.CompletedProcess:
-    code = ("import json, sys; from shoprec import container_runner as c; from shoprec.pipeline_runner import run_local\n"
+    code = ("import json, sys; from shoprec.pipeline import containers as c; from shoprec.pipeline.runner import run_local\n"
             f"r = run_local(data_uri={data_uri!r}, workers=2, model_name={model_name!r}, "
             f"ranker_name={model_name + '-ranker'!r}, recipe={TINY_RECIPE!r}, ranker_recipe={TINY_RANKER!r}, "
             "runner='docker')\nr['containers'] = c.ran\nprint(json.dumps(r))")
@@ -99,8 +99,8 @@ def _run_in_containers(images: dict, data_uri: str, home: Path, model_name: str)
 @pytest.mark.containers
 @pytest.mark.slow
 def test_whole_dag_runs_in_containers(local_images, tiny_shop, s3_env, mlflow_server, tmp_path, monkeypatch):
-    from shoprec import registry
-    from shoprec.storage import s3_client, upload_folder
+    from shoprec.data.storage import s3_client, upload_folder
+    from shoprec.registry import versions as registry
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     s3_client().create_bucket(Bucket="raw-containers")
@@ -142,7 +142,7 @@ def test_server_image_runs_as_its_pod(local_images, mlflow_server, tiny_model, t
     """Read-only root, uid 10001, all capabilities dropped, emptyDirs as tmpfs; the model comes from the registry."""
     import shutil
 
-    from shoprec import registry
+    from shoprec.registry import versions as registry
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     monkeypatch.setenv("SHOPREC_HOME", str(tmp_path))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from shoprec.storage import StorageError, list_partitions, select_days
+from shoprec.data.storage import StorageError, list_partitions, select_days
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-05", "2026-11-06"]
 

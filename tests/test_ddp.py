@@ -2,7 +2,7 @@
 
 import json
 
-from shoprec.train import launch
+from shoprec.seqrec.launch import launch
 
 
 def test_two_process_gloo_training(tiny_features, tmp_path):

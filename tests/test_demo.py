@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from shoprec.demo import step_events, steps_only
+from shoprec.pipeline.demo import step_events, steps_only
 
 
 def test_step_events_read_kfp_local_lines_with_colours():

@@ -13,12 +13,12 @@ import torch
 import yaml
 
 from shoprec import metrics
-from shoprec.ensemble import merge_overrides, recipe_members, train_ensemble
-from shoprec.features import load_sequences
-from shoprec.models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble, left_pad, load_model
-from shoprec.recommend import Recommender
-from shoprec.registry import stage_model_files
-from shoprec.train import evaluate_split, launch, load_recipe
+from shoprec.data.features import load_sequences
+from shoprec.registry.versions import stage_model_files
+from shoprec.seqrec.launch import launch, train_ensemble
+from shoprec.seqrec.model import SeqRec, SeqRecConfig, SeqRecEnsemble, left_pad, load_model
+from shoprec.seqrec.recommend import Recommender
+from shoprec.seqrec.train import evaluate_split, load_recipe, merge_overrides, recipe_members
 from tests.conftest import free_port, start_service
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

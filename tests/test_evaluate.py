@@ -60,7 +60,7 @@ def test_a_champion_this_version_cannot_load_does_not_block_retraining(tiny_mode
 
 def test_a_target_the_model_never_saw_is_a_miss_at_every_cutoff(tiny_model):
     from shoprec import metrics
-    from shoprec.recommend import Recommender
+    from shoprec.seqrec.recommend import Recommender
 
     rec = Recommender(tiny_model)
     known = rec.item_ids[1]

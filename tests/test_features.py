@@ -1,6 +1,6 @@
 import pandas as pd
 
-from shoprec.features import interaction_sequences, interactions, load_items, load_sequences
+from shoprec.data.features import interaction_sequences, interactions, load_items, load_sequences
 
 
 def test_sequences_are_chronological_without_repeats_or_impressions():

@@ -17,7 +17,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from shoprec import __version__, k8s
+from shoprec import __version__
+from shoprec.pipeline import k8s
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "images"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from shoprec.features import build_features, load_items, load_sequences
-from shoprec.importers import import_clickstream, import_recbole, import_s3rec
-from shoprec.ingest import ingest
+from shoprec.data.features import build_features, load_items, load_sequences
+from shoprec.data.importers import import_clickstream, import_recbole, import_s3rec
+from shoprec.data.ingest import ingest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from shoprec.ingest import IngestError, gzip_lines, ingest, read_events
+from shoprec.data.ingest import IngestError, gzip_lines, ingest, read_events
 
 GOOD = {"ts": "2026-11-01T10:00:00.000Z", "user_id": "u1", "session_id": "s1", "event": "view",
         "item_id": "p1", "query": None, "position": None}
@@ -11,7 +11,7 @@ GOOD = {"ts": "2026-11-01T10:00:00.000Z", "user_id": "u1", "session_id": "s1", "
 def _shop(root, lines, name="dt=2026-11-01"):
     import shutil
 
-    from shoprec.synth import synthesize
+    from shoprec.data.synth import synthesize
 
     synthesize(root / "_seed", users=5, items=12, days=1, seed=1)
     shutil.copy(root / "_seed" / "catalog.parquet", root / "catalog.parquet")
@@ -74,7 +74,7 @@ def test_rerun_replaces_instead_of_duplicating(tiny_shop, tmp_path):
 
 
 def test_ingest_from_s3(tiny_shop, tmp_path, s3_env):
-    from shoprec.storage import s3_client, upload_folder
+    from shoprec.data.storage import s3_client, upload_folder
 
     s3_client().create_bucket(Bucket="raw-ingest")
     upload_folder(tiny_shop, "s3://raw-ingest/shop")

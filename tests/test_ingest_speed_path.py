@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from shoprec import ingest as ig
-from shoprec.schema import FIELDS
+from shoprec.data import ingest as ig
+from shoprec.data.schema import FIELDS
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -25,7 +25,7 @@ NOW = datetime(2026, 11, 20, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def clean_lines(tmp_path_factory):
     """Simulated traffic (searches, impressions with positions, nulls) plus valid rows of unusual shape."""
-    from shoprec.synth import synthesize
+    from shoprec.data.synth import synthesize
 
     root = tmp_path_factory.mktemp("seed")
     synthesize(root, users=40, items=30, days=2, seed=7)
@@ -74,7 +74,7 @@ BROKEN = [
 def _shop(root, name, lines, compress=True):
     import pyarrow.parquet as pq
 
-    from shoprec.schema import CATALOG_SCHEMA
+    from shoprec.data.schema import CATALOG_SCHEMA
 
     folder = root / name / "events" / "dt=2026-11-01"
     folder.mkdir(parents=True)

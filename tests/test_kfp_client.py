@@ -1,4 +1,4 @@
-"""shoprec.kfp_client and `shoprec pipeline submit/schedule` against a RECORDING HTTP server, not a KFP server.
+"""shoprec.pipeline.kfp_client and `shoprec pipeline submit/schedule` against a RECORDING HTTP server, not a KFP server.
 
 The server on 127.0.0.1 answers the v2beta1 endpoints kfp.Client calls (healthz, pipelines and their
 versions, multipart uploads, experiments, runs, recurringruns) with plausible JSON, keeps pipelines,
@@ -28,8 +28,8 @@ from click.testing import CliRunner
 kfp = pytest.importorskip("kfp")
 kfp_server_api = pytest.importorskip("kfp_server_api")
 
-from shoprec import kfp_client  # noqa: E402
 from shoprec.cli import main  # noqa: E402
+from shoprec.pipeline import kfp_client  # noqa: E402
 
 API = "/apis/v2beta1"
 NOW = "2026-11-29T07:00:00Z"
@@ -485,7 +485,7 @@ def test_cli_submit_compiles_when_no_package_is_given(kfp_server, package, monke
             f.write(package.read_text())
         return path
 
-    import shoprec.pipeline_runner as runner_mod
+    import shoprec.pipeline.runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "compile_pipeline", fake_compile)
     res = CliRunner().invoke(main, ["pipeline", "submit", "--host", kfp_server.url])

@@ -1,5 +1,5 @@
-"""The Kubernetes manifests (manifests/), the InferenceService shoprec.k8s renders and the TrainJob
-shoprec.trainjob renders: valid against the real schemas, least privilege, and no secret in any file.
+"""The Kubernetes manifests (manifests/), the InferenceService shoprec.pipeline.k8s renders and the TrainJob
+shoprec.pipeline.trainjob renders: valid against the real schemas, least privilege, and no secret in any file.
 
 Core objects are checked with kubernetes_validate (strict: unknown fields fail). InferenceService and
 TrainJob are checked against the vendored schemas in manifests/crds/ (see its README), and the core parts
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shoprec import k8s
+from shoprec.pipeline import k8s
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
@@ -122,7 +122,7 @@ def test_rendered_inference_service_validates_and_matches_base():
     isvc = k8s.render_inference_service("shoprec-seqrec", "models:/shoprec-seqrec@champion")
     validate_inference_service(isvc)
     base = yaml.safe_load((MANIFESTS / "base" / "inferenceservice.yaml").read_text())
-    assert base == isvc, "manifests/base/inferenceservice.yaml is out of date with shoprec.k8s"
+    assert base == isvc, "manifests/base/inferenceservice.yaml is out of date with shoprec.pipeline.k8s"
     c = isvc["spec"]["predictor"]["containers"][0]
     assert c["args"][:3] == ["serve", "--model", "models:/shoprec-seqrec@champion"] and "--port" in c["args"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/healthz" and c["startupProbe"]["httpGet"]["path"] == "/healthz"
@@ -133,7 +133,7 @@ def test_rendered_inference_service_validates_and_matches_base():
 
 
 def test_trainjob_from_shoprec_trainjob_validates():
-    trainjob = pytest.importorskip("shoprec.trainjob")
+    trainjob = pytest.importorskip("shoprec.pipeline.trainjob")
     doc = trainjob.render_trainjob("shoprec-train-1", k8s.trainer_image(), "s3://b/features", "s3://b/model",
                                    recipe="{}", epochs=2, nodes=2, gpus_per_node=8, secrets=trainjob.SECRET_ENV)
     validate_trainjob(doc)

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from shoprec import registry
+from shoprec.registry import versions as registry
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from shoprec import registry
 from shoprec.cli import main
+from shoprec.registry import versions as registry
 from tests.test_registry import write_evaluation
 
 NAME = "cli-seqrec"

@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-from shoprec import notify, registry
+from shoprec.pipeline import notify
+from shoprec.registry import versions as registry
 
 
 @pytest.fixture

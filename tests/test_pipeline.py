@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shoprec.pipeline_runner import compile_pipeline
+from shoprec.pipeline.runner import compile_pipeline
 
 TASKS = {"ingest", "features", "train", "evaluate", "register", "deploy", "promote", "notify"}
 RANKER = {"train-ranker", "evaluate-ranker", "register-2"}
@@ -82,9 +82,9 @@ def test_kfp_dsl_compile_works_too(tmp_path):
 @pytest.mark.slow
 def test_whole_pipeline_locally_from_s3_into_mlflow_server(tiny_shop, s3_env, mlflow_server, tmp_path, monkeypatch,
                                                           receiver):
-    from shoprec import registry
-    from shoprec.pipeline_runner import run_local
-    from shoprec.storage import s3_client, upload_folder
+    from shoprec.data.storage import s3_client, upload_folder
+    from shoprec.pipeline.runner import run_local
+    from shoprec.registry import versions as registry
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     monkeypatch.setenv("SHOPREC_HOME", str(tmp_path / "home"))

@@ -15,6 +15,7 @@ from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from shoprec.metrics import ndcg_at_k  # noqa: E402
 from shoprec.ranker import RankerConfig, SearchIndex, evaluate_ranker, load_ranker, train_ranker  # noqa: E402
 from shoprec.ranker.config import LoraSettings, minilm_dir  # noqa: E402
 from shoprec.ranker.models import (  # noqa: E402
@@ -27,7 +28,7 @@ from shoprec.ranker.models import (  # noqa: E402
     save_model,
 )
 from shoprec.ranker.search import light_stem, rrf, rrf_scores  # noqa: E402
-from shoprec.ranker.train import Pair, fit_cross_encoder, listwise_loss, ndcg_at_k, split_keys  # noqa: E402
+from shoprec.ranker.train import Pair, fit_cross_encoder, listwise_loss, split_keys  # noqa: E402
 
 WORDS = ["hose", "drill", "kettle", "mug", "tent", "lamp", "pen", "saddle", "mouse", "blanket"]
 
@@ -220,14 +221,16 @@ def test_search_index_fuses_and_reranks(tiny_base, tokenizer, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(idx.vectors, axis=1), 1.0, atol=1e-5)
     assert set(idx.bm25_topk(["drills"], 5)[0]) == {titles.index(f"{b} drill") for b in ("acme", "orca", "vega")}
     hits = idx.search("drills", k=5, rerank_depth=4)
-    assert len(hits) == 5 and hits[0]["score"] is not None and hits[4]["score"] is None
+    assert len(hits) == 5 and all(h["cross"] is not None for h in hits[:4]) and hits[4]["cross"] is None
+    assert [h["score"] for h in hits[:4]] == sorted((h["score"] for h in hits[:4]), reverse=True)
+    assert hits[4]["score"] == hits[4]["fused"]
     idx.save(tmp_path / "search")
     again = SearchIndex.load(tmp_path / "search", ranker)
     assert again.candidates(["orca mug"], 6) == idx.candidates(["orca mug"], 6)
 
 
 def shop_features(folder: Path, n_queries: int = 60) -> Path:
-    """A small features folder in shoprec.features' format: clicks go to titles containing the query word."""
+    """A small features folder in shoprec.data.features' format: clicks go to titles containing the query word."""
     rng = np.random.default_rng(0)
     titles = [f"{b} {w} {s}" for b in ("acme", "orca") for w in WORDS for s in ("s", "xl")]
     items = pd.DataFrame({"idx": np.arange(1, len(titles) + 1, dtype=np.int32),

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from shoprec import registry
+from shoprec.registry import versions as registry
 
 
 def write_evaluation(folder: Path, gate: bool, ndcg: float = 0.3) -> Path:
@@ -31,7 +31,7 @@ def test_register_twice_for_one_kfp_run_makes_one_version(store, tiny_model):
     again = registry.register(tiny_model, ev, "reg-idem", kfp_run_id="kfp-run-1", data_snapshot={"partitions": 5})
     assert first["version"] == again["version"] == "1" and first["run_id"] == again["run_id"]
     assert again["decision"] == "already registered" and again["gate_passed"]
-    # register names the challenger only: @champion moves after the canary (shoprec.deploy.promote).
+    # register names the challenger only: @champion moves after the canary (shoprec.pipeline.deploy.promote).
     assert registry.version_by_alias("reg-idem", "challenger").version == "1"
     assert registry.version_by_alias("reg-idem", "champion") is None
     c = registry.client()

@@ -1,4 +1,4 @@
-"""Gate -> canary -> promote: shoprec.deploy against a recording stand-in of the Kubernetes API server
+"""Gate -> canary -> promote: shoprec.pipeline.deploy against a recording stand-in of the Kubernetes API server
 (the real kubernetes client talks HTTP to it), a real mlflow server, and a real `shoprec serve`.
 
 The stand-in keeps InferenceServices, applies an apply-patch the way the API server does for the fields
@@ -16,7 +16,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import yaml
 
-from shoprec import deploy, k8s, registry
+from shoprec.pipeline import deploy, k8s
+from shoprec.registry import versions as registry
 from tests.conftest import free_port, start_service
 from tests.test_registry import write_evaluation
 

@@ -1,6 +1,6 @@
 """A retried train step resumes from the checkpoint it stored in S3, under kfp.local.
 
-The train component runs as a subprocess (kfp.local's SubprocessRunner, as shoprec.pipeline_runner runs it),
+The train component runs as a subprocess (kfp.local's SubprocessRunner, as shoprec.pipeline.runner runs it),
 torchrun with 2 gloo workers inside it, against a real moto S3 server process. The first attempt is stopped
 after its first epoch the way a deleted pod is (SHOPREC_FAULT_KILL_AFTER_EPOCH: the torchrun agent gets
 SIGTERM); the second attempt gets the same run key in a fresh output folder, like a retry in a new pod.
@@ -15,8 +15,8 @@ from kfp import dsl, local
 from kfp.dsl import Dataset, Model
 
 from components.train import train
-from shoprec.checkpoint_store import CheckpointStore, checkpoint_uri, root_for
-from shoprec.storage import s3_client
+from shoprec.data.storage import s3_client
+from shoprec.trainer.checkpoints import CheckpointStore, checkpoint_uri, root_for
 
 RECIPE = json.dumps({"batch_size": 32, "lr": 3e-3, "patience": 50, "threads": 1, "seed": 3,
                      "model": {"objective": "sasrec", "loss": "sampled_softmax", "n_negatives": 32, "max_len": 20,
@@ -111,7 +111,7 @@ def test_the_store_location_comes_from_parameter_env_or_artifact_bucket(monkeypa
 
 
 def test_an_unreachable_store_is_an_error_naming_it(tmp_path, monkeypatch):
-    from shoprec.storage import StorageError
+    from shoprec.data.storage import StorageError
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

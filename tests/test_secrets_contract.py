@@ -1,5 +1,5 @@
 """Secrets as a checked contract: what every reader reads (the compiled cluster pipeline, manifests/,
-the InferenceService shoprec.k8s renders, the TrainJob) against what manifests/README.md documents and
+the InferenceService shoprec.pipeline.k8s renders, the TrainJob) against what manifests/README.md documents and
 creates. A required key the docs do not create, or a documented key nothing reads, fails here."""
 
 import re
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from shoprec import k8s
-from shoprec.pipeline_runner import compile_pipeline
+from shoprec.pipeline import k8s
+from shoprec.pipeline.runner import compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "manifests" / "README.md"
@@ -54,7 +54,7 @@ def manifest_reads() -> list:
     for f in sorted((ROOT / "manifests" / "base").glob("*.yaml")):
         for doc in yaml.safe_load_all(f.read_text()):
             _refs(doc, f"manifests/base/{f.name}", out)
-    _refs(k8s.render_inference_service("x", "models:/x/1"), "shoprec.k8s.render_inference_service", out)
+    _refs(k8s.render_inference_service("x", "models:/x/1"), "shoprec.pipeline.k8s.render_inference_service", out)
     return out
 
 
@@ -66,12 +66,12 @@ def pipeline_reads(tmp_path) -> list:
 
 
 def trainjob_reads() -> list:
-    from shoprec import trainjob
+    from shoprec.pipeline import trainjob
 
     doc = trainjob.render_trainjob("t", "img", "s3://b/f", "s3://b/m", recipe="{}", epochs=1, nodes=2,
                                    gpus_per_node=1, secrets=trainjob.SECRET_ENV)
     out: list = []
-    _refs(doc, "shoprec.trainjob.render_trainjob", out)
+    _refs(doc, "shoprec.pipeline.trainjob.render_trainjob", out)
     return out
 
 
@@ -98,8 +98,8 @@ def contract_errors(reads: list, docs: dict[Key, bool], made: set[Key]) -> list[
 def test_docs_commands_and_readers_agree(tmp_path):
     reads = manifest_reads() + pipeline_reads(tmp_path) + trainjob_reads()
     assert {where for _, _, where in reads} >= {"manifests/base/mlflow.yaml", "compiled pipeline exec-deploy",
-                                                "shoprec.k8s.render_inference_service",
-                                                "shoprec.trainjob.render_trainjob"}
+                                                "shoprec.pipeline.k8s.render_inference_service",
+                                                "shoprec.pipeline.trainjob.render_trainjob"}
     assert contract_errors(reads, documented(), created()) == []
 
 

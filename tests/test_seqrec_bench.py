@@ -59,7 +59,7 @@ def test_reuse_checks_each_member_of_an_ensemble_recipe(bench, tmp_path):
 def test_prepare_brings_the_attribute_file_and_remakes_features_without_attributes(bench, tmp_path):
     import pyarrow.parquet as pq
 
-    from shoprec.features import load_items
+    from shoprec.data.features import load_items
 
     data = tmp_path / "Tiny.txt"
     data.write_text("1 5 3 9 4\n2 3 5 7 9\n3 7 5 3\n")

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shoprec import registry
+from shoprec.registry import versions as registry
 from tests.conftest import free_port, start_service
 from tests.test_registry import write_evaluation
 
@@ -55,7 +55,7 @@ def test_reload_failures_are_counted_from_zero(served):
 
 
 def test_created_timestamp_of_a_folder_is_its_weights_mtime(tiny_model, tmp_path):
-    from shoprec.serve import model_created_at
+    from shoprec.serving.model_uri import model_created_at
 
     assert model_created_at(str(tiny_model), tiny_model, tiny_model.name, "local") == pytest.approx(
         (tiny_model / "model.safetensors").stat().st_mtime)

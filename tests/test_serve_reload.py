@@ -9,7 +9,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from shoprec import registry
+from shoprec.registry import versions as registry
 from tests.conftest import free_port, start_service
 from tests.test_registry import write_evaluation
 

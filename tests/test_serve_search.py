@@ -54,7 +54,7 @@ def expected(tiny_ranker, items):
     import torch
 
     from shoprec.ranker.search import SearchIndex
-    from shoprec.serve import load_search_ranker
+    from shoprec.serving.search import load_search_ranker
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # as the server on <= 2 cores
@@ -111,10 +111,12 @@ def test_depth_20_reranks_with_the_int8_cross_encoder(served, expected, items):
     assert set(ids[:20]) == {expected.item_ids[d] for d in cand[:20]}
     assert ids[20:] == [expected.item_ids[d] for d in cand[20:]]
     assert ids[:20] != [expected.item_ids[d] for d in cand[:20]], "a random cross-encoder should reorder 20 items"
-    scores = [i["score"] for i in top]
-    assert scores == sorted(scores, reverse=True)
+    scores = [i["score"] for i in got["items"]]
+    assert scores[:20] == sorted(scores[:20], reverse=True), "the re-ranked head is listed by the score it is ordered by"
+    assert scores[20:] == sorted(scores[20:], reverse=True)
     want = dict(zip(cand[:20], expected.score_pairs(query, cand[:20])))
-    assert scores == pytest.approx([want[expected.item_ids.index(i)] for i in ids[:20]], abs=1e-5)
+    assert [i["cross_score"] for i in top] == pytest.approx([want[expected.item_ids.index(i)] for i in ids[:20]], abs=1e-5)
+    assert all(i["cross_score"] is None for i in tail)
     shallow = search(served, query=query, k=30, rerank_depth=5)
     assert shallow["rerank_depth"] == 5 and sum(i["reranked"] for i in shallow["items"]) == 5
 
@@ -149,7 +151,7 @@ def test_health_schema_and_stage_metrics(served):
 def test_saved_search_index_with_its_own_products(tiny_model, tiny_ranker, tmp_path):
     """``--search-index``: products other than the recommender's (here: made-up ids), loaded from disk."""
     from shoprec.ranker.search import SearchIndex
-    from shoprec.serve import load_search_ranker
+    from shoprec.serving.search import load_search_ranker
 
     titles = [f"{c} {w}" for c in ("red", "blue", "green") for w in ("drill", "hammer", "saw", "ladder")]
     ids = [f"hd-{i}" for i in range(len(titles))]
@@ -166,8 +168,9 @@ def test_saved_search_index_with_its_own_products(tiny_model, tiny_ranker, tmp_p
         assert got["rerank_depth"] == 4 and got["retrievers"] == ["bm25", "bi-encoder"]
         head = [ids.index(i["item_id"]) for i in got["items"][:4]]
         s = ranker.score(["blue hammer"] * 4, [titles[d] for d in head], head=ranker.rank_head)  # float32, as served
-        assert [i["score"] for i in got["items"][:4]] == pytest.approx(s.tolist(), abs=1e-5)
-        assert np.all(np.diff(s) <= 0)
+        assert [i["cross_score"] for i in got["items"][:4]] == pytest.approx(s.tolist(), abs=1e-5)
+        ranked_by = [i["score"] for i in got["items"][:4]]
+        assert ranked_by == sorted(ranked_by, reverse=True)
     finally:
         svc.stop()
 
@@ -200,7 +203,7 @@ def test_zscore_fusion_weights_move_between_the_two_retrievers(expected, items):
 
 
 def test_rerank_weight_blends_cross_encoder_and_fused_scores(expected, items):
-    from shoprec.ranker.search import standardised
+    from shoprec.metrics import standardised
 
     query = " ".join(items[1][5].split()[:2])
     cand, fused = expected.fused([query], depth=20)[0]

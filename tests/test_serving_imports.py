@@ -4,11 +4,12 @@ import json
 import subprocess
 import sys
 
-TRAINING = ("shoprec.trainer", "shoprec.train", "shoprec.ranker.train", "shoprec.ensemble", "shoprec.checkpoint_store")
+TRAINING = ("shoprec.trainer.loop", "shoprec.seqrec.train", "shoprec.seqrec.launch", "shoprec.ranker.train",
+            "shoprec.seqrec.ensemble", "shoprec.trainer.checkpoints")
 
 
 def test_the_server_and_the_ranker_it_loads_import_no_training_module():
-    code = ("import json, sys, shoprec.serve, shoprec.ranker.models, shoprec.ranker.search, shoprec.recommend\n"
+    code = ("import json, sys, shoprec.serving.app, shoprec.ranker.models, shoprec.ranker.search, shoprec.seqrec.recommend\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('shoprec'))))")
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                                        text=True).stdout)

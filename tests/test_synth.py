@@ -4,8 +4,8 @@ import json
 
 import pyarrow.parquet as pq
 
-from shoprec.schema import EVENT_TYPES, FIELDS
-from shoprec.synth import synthesize
+from shoprec.data.schema import EVENT_TYPES, FIELDS
+from shoprec.data.synth import synthesize
 
 
 def _digest(root):

@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from shoprec.features import load_sequences
-from shoprec.models.seqrec import PAD, SeqRecConfig, load_model
-from shoprec.train import TrainConfig, evaluate_split, length_grouped_batches, load_recipe, make_batch, train
+from shoprec.data.features import load_sequences
+from shoprec.seqrec.model import load_model
+from shoprec.seqrec.train import TrainConfig, evaluate_split, length_grouped_batches, load_recipe, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -31,23 +31,8 @@ def test_length_grouped_batches_use_every_index_once():
     assert spread < 20  # grouped: far less than the ~58 of random batches
 
 
-def test_item_dropout_hides_inputs_only_and_is_off_by_default():
-    seqs = [list(range(1, 41)), list(range(5, 20))]
-    cfg = SeqRecConfig(n_items=50, max_len=50, objective="sasrec")
-    plain_in, plain_tgt = make_batch(seqs, cfg, torch.Generator().manual_seed(0))
-    gen = torch.Generator().manual_seed(0)
-    make_batch(seqs, cfg, gen)
-    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())  # off: no random draw
-    cfg.item_dropout = 0.5
-    inputs, targets = make_batch(seqs, cfg, torch.Generator().manual_seed(0))
-    assert torch.equal(targets, plain_tgt)
-    hidden = (inputs == PAD) & (plain_in != PAD)
-    assert 0 < int(hidden.sum()) < int((plain_in != PAD).sum())
-    assert torch.equal(inputs[~hidden], plain_in[~hidden])
-
-
 def test_recipes_load(tmp_path):
-    from shoprec.ensemble import merge_overrides, recipe_members
+    from shoprec.seqrec.train import merge_overrides, recipe_members
 
     for path in sorted((REPO / "configs" / "seqrec").glob("*.yaml")):
         members = recipe_members(path)
@@ -82,28 +67,9 @@ def test_resume_continues_and_test_comes_from_best_checkpoint(tiny_features, tmp
     assert saved["test"] == second["test"] and saved["train_seconds"] > 0
 
 
-def test_ema_weights_are_the_ones_validated_exported_and_resumed(tiny_features, tmp_path):
-    cfg = {**TINY, "ema_decay": 0.9}
-    out = tmp_path / "ema"
-    first = train(tiny_features, out, TrainConfig.from_dict({**cfg, "epochs": 1}), progress=False)
-    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    raw, avg = ckpt["model"]["item_emb.weight"], ckpt["ema"]["module.item_emb.weight"]
-    assert not torch.allclose(raw, avg)  # the average lags the raw weights
-    exported = load_model(out)  # one epoch: that epoch is the best, and its average is what is exported
-    assert torch.equal(exported.item_emb.weight, avg)
-    _, seqs = load_sequences(tiny_features)
-    from shoprec import metrics
-    valid = metrics.finish(evaluate_split(exported, seqs, "valid", 512, "cpu"))
-    assert abs(valid["ndcg@10"] - first["history"][0]["valid_ndcg@10"]) < 1e-9  # validation scored the average
-    # a restart resumes the average too, so the continued run equals an uninterrupted one
-    resumed = train(tiny_features, out, TrainConfig.from_dict({**cfg, "epochs": 3}), progress=False)
-    straight = train(tiny_features, tmp_path / "straight", TrainConfig.from_dict({**cfg, "epochs": 3}), progress=False)
-    assert [h["valid_ndcg@10"] for h in resumed["history"]] == [h["valid_ndcg@10"] for h in straight["history"]]
-
-
 def test_item_attributes_train_from_the_features_and_are_exported(tiny_features, tmp_path):
-    from shoprec.features import load_items
-    from shoprec.train import item_attribute_table
+    from shoprec.data.features import load_items
+    from shoprec.seqrec.train import item_attribute_table
 
     items = load_items(tiny_features)
     table, vocab = item_attribute_table(items, len(items))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shoprec.trainjob import (
+from shoprec.pipeline.trainjob import (
     ACTIVE_DEADLINE_SECONDS,
     EPHEMERAL_PORTS,
     NODE,
@@ -39,7 +39,7 @@ def test_manifest_runs_torchrun_one_process_per_gpu_with_secrets():
     t = m["spec"]["trainer"]
     assert t["numNodes"] == 4 and t["numProcPerNode"] == 8
     assert t["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": 8}
-    assert t["command"] == ["torchrun", "-m", "shoprec.trainjob"]
+    assert t["command"] == ["torchrun", "-m", "shoprec.pipeline.trainjob"]
     assert t["args"][:2] == ["--features-uri", "s3://mlpipeline/a/features"]
     secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in t["env"] if "valueFrom" in e}
     assert secret_refs["AWS_SECRET_ACCESS_KEY"] == {"name": "shoprec-s3", "key": "secret-access-key"}
@@ -341,7 +341,7 @@ def test_train_on_trainjob_names_the_job_by_run_and_owns_it_by_the_launcher(monk
 
 def test_the_launcher_asks_for_no_gpu_when_a_trainjob_has_them(tmp_path):
     from components.train import launcher_gpus
-    from shoprec.pipeline_runner import compile_pipeline
+    from shoprec.pipeline.runner import compile_pipeline
 
     assert launcher_gpus.python_func(gpus=8, nodes=1) == 8 and launcher_gpus.python_func(gpus=8, nodes=4) == 0
     spec = next(yaml.safe_load_all(open(compile_pipeline(tmp_path / "c.yaml", cluster=True))))
@@ -357,7 +357,7 @@ def test_the_launcher_asks_for_no_gpu_when_a_trainjob_has_them(tmp_path):
 
 
 def test_secret_keys_that_may_be_absent_are_optional_in_the_trainjob():
-    from shoprec.k8s import OPTIONAL_SECRET_KEYS
+    from shoprec.pipeline.k8s import OPTIONAL_SECRET_KEYS
 
     refs = [e["valueFrom"]["secretKeyRef"] for e in render()["spec"]["trainer"]["env"] if "valueFrom" in e]
     assert len(refs) == len(SECRET_ENV)
@@ -367,8 +367,8 @@ def test_secret_keys_that_may_be_absent_are_optional_in_the_trainjob():
 
 
 def test_nccl_debug_is_a_flag_set_at_compile_time(tmp_path, monkeypatch):
-    from shoprec.pipeline_runner import compile_pipeline
-    from shoprec.trainjob import nccl_debug_requested
+    from shoprec.pipeline.runner import compile_pipeline
+    from shoprec.pipeline.trainjob import nccl_debug_requested
 
     assert not nccl_debug_requested({}) and not nccl_debug_requested({"SHOPREC_NCCL_DEBUG": "0"})
     assert nccl_debug_requested({"SHOPREC_NCCL_DEBUG": "1"})

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from shoprec.models.seqrec import SeqRec, SeqRecConfig
-from shoprec.warm_start import WarmStartRefused, warm_start
+from shoprec.seqrec.model import SeqRec, SeqRecConfig
+from shoprec.seqrec.warm_start import WarmStartRefused, warm_start
 
 
 def _champion(tiny_model):
@@ -49,7 +49,7 @@ def test_another_architecture_is_refused_with_the_fields(tiny_model):
 
 def test_training_from_the_champion_starts_where_it_ended(tiny_model, tiny_features, tmp_path):
     """With a zero learning rate nothing moves, so the warm-started model scores exactly as the champion."""
-    from shoprec.train import TrainConfig, train
+    from shoprec.seqrec.train import TrainConfig, train
 
     cfg, _, _ = _champion(tiny_model)
     champion_valid = json.loads((tiny_model / "metrics.json").read_text())["valid"]

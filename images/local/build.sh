@@ -8,7 +8,7 @@
 # Tags: $REGISTRY/<name>:<version>-<git sha> (REGISTRY default shoprec-local; "-dirty" when the tree has
 # uncommitted changes). The tag is printed last, and written with each image's build seconds and size to
 # .shoprec/images-local.json. Components find the images with SHOPREC_IMAGE_REGISTRY=$REGISTRY and
-# SHOPREC_IMAGE_TAG=<that tag> (shoprec.k8s), which `shoprec pipeline run --local --containers` sets.
+# SHOPREC_IMAGE_TAG=<that tag> (shoprec.images), which `shoprec pipeline run --local --containers` sets.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REGISTRY=${REGISTRY:-shoprec-local}

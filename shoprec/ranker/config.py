@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from shoprec.fit_config import FitConfig
+from shoprec import config
+from shoprec.trainer.config import FitConfig
 
 
 def minilm_dir() -> str:
@@ -168,9 +169,7 @@ class RankerConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> RankerConfig:
         d = dict(d or {})
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown RankerConfig field(s): {sorted(unknown)}")
+        config.check_fields(cls, d)
         if "lora" in d:
             d["lora"] = LoraSettings(**d["lora"]) if isinstance(d["lora"], dict) else d["lora"]
         if "search" in d:
@@ -190,13 +189,5 @@ class RankerConfig:
 
 
 def load_config(path: str | Path | None, **overrides) -> RankerConfig:
-    """A YAML file of RankerConfig fields, then overrides (nested dicts merge one level deep)."""
-    import yaml
-
-    d = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
-    for k, v in overrides.items():
-        if isinstance(v, dict) and isinstance(d.get(k), dict):
-            d[k] = {**d[k], **v}
-        elif v is not None:
-            d[k] = v
-    return RankerConfig.from_dict(d)
+    """A YAML file (or mapping) of RankerConfig fields, then overrides (nested dicts merge one level deep)."""
+    return RankerConfig.from_dict(config.merge(config.read_mapping(path), overrides))

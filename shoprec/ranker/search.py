@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shoprec import metrics
 from shoprec.ranker.config import SearchSettings
 from shoprec.text import light_stem
 
@@ -53,18 +54,11 @@ def rrf_scores(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
     return score
 
 
-def standardised(x: np.ndarray) -> np.ndarray:
-    """(x - mean) / std over one query's candidates; zeros where all are equal."""
-    x = np.asarray(x, dtype=np.float64)
-    sd = x.std()
-    return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
-
-
 def blend(cross: np.ndarray, fused, weight: float) -> np.ndarray:
     """Sort key of a re-ranked head: ``weight * z(cross) + (1 - weight) * z(fused)``; the cross scores alone at 1."""
     if fused is None or weight >= 1.0:
         return np.asarray(cross)
-    return weight * standardised(cross) + (1.0 - weight) * standardised(np.asarray(fused)[:len(cross)])
+    return weight * metrics.standardised(cross) + (1.0 - weight) * metrics.standardised(np.asarray(fused)[:len(cross)])
 
 
 def rrf(rankings: list[list[int]], k: int = RRF_K) -> list[int]:
@@ -229,7 +223,7 @@ class SearchIndex:
                 continue
             lexical = self.bm25.get_scores(toks)[cand] if toks else np.zeros(len(cand))
             cosine = self.vectors[cand] @ qv
-            score = w * standardised(lexical) + (1.0 - w) * standardised(cosine)
+            score = w * metrics.standardised(lexical) + (1.0 - w) * metrics.standardised(cosine)
             order = np.argsort(-score, kind="stable")[:depth]
             out.append(([int(d) for d in cand[order]], [float(x) for x in score[order]]))
         return out
@@ -264,23 +258,36 @@ class SearchIndex:
 
     def rerank(self, query: str, cand: list[int], rerank_depth: int, fused: list[float] | None = None
                ) -> tuple[list[int], list[float | None]]:
-        """``cand`` with its first ``rerank_depth`` re-ordered by the cross-encoder (blended with the ``fused``
-        scores by ``settings.rerank_weight`` when they are given); cross-encoder scores, None below the depth."""
+        """``cand`` with its first ``rerank_depth`` re-ordered (see :meth:`rerank_scored`); the cross-encoder's
+        scores, None below the depth."""
+        docs, _, cross = self.rerank_scored(query, cand, rerank_depth, fused)
+        return docs, cross
+
+    def rerank_scored(self, query: str, cand: list[int], rerank_depth: int, fused: list[float] | None = None
+                      ) -> tuple[list[int], list[float], list[float | None]]:
+        """``cand`` with its first ``rerank_depth`` re-ordered by the cross-encoder, blended with the ``fused``
+        scores by ``settings.rerank_weight`` when they are given. Returns the documents, the score each is
+        ordered by (the blend in the re-ranked head, the fused score below it), and the cross-encoder's own
+        score (None below the depth)."""
+        fused_of = dict(zip(cand, fused)) if fused is not None else {}
         if not self.has_cross or rerank_depth <= 0 or not cand:
-            return list(cand), [None] * len(cand)
+            return list(cand), [fused_of.get(d, 0.0) for d in cand], [None] * len(cand)
         head, tail = cand[:rerank_depth], cand[rerank_depth:]
         s = self.score_pairs(query, head)
-        order = np.argsort(-blend(s, fused, self.settings.rerank_weight), kind="stable")
-        return [head[j] for j in order] + list(tail), [float(s[j]) for j in order] + [None] * len(tail)
+        by = blend(s, fused, self.settings.rerank_weight)
+        order = np.argsort(-by, kind="stable")
+        return ([head[j] for j in order] + list(tail), [float(by[j]) for j in order] + [fused_of.get(d, 0.0) for d in tail],
+                [float(s[j]) for j in order] + [None] * len(tail))
 
     def search(self, query: str, k: int = 10, rerank_depth: int = 50) -> list[dict]:
         """Top ``k`` products for ``query``: fused candidates, the first ``rerank_depth`` re-ranked by the cross-encoder.
 
-        ``score``: the cross-encoder's for re-ranked products, None below the depth (or without a
-        cross-encoder); ``fused``: the fused score, which orders the products that were not re-ranked.
+        ``score``: what the list is ordered by (the blend of cross-encoder and fused scores for re-ranked
+        products, which come first; the fused score below the depth); ``cross``: the cross-encoder's own score
+        (None where it did not score the product); ``fused``: the fused retrieval score.
         """
         cand, fused = self.fused([query], depth=max(rerank_depth, k))[0]
         by_doc = dict(zip(cand, fused))
-        docs, scores = self.rerank(query, cand, rerank_depth, fused)
-        return [{"item_id": self.item_ids[d], "title": self.titles[d], "score": sc, "fused": by_doc[d]}
-                for d, sc in zip(docs[:k], scores[:k])]
+        docs, scores, cross = self.rerank_scored(query, cand, rerank_depth, fused)
+        return [{"item_id": self.item_ids[d], "title": self.titles[d], "score": sc, "cross": cr, "fused": by_doc[d]}
+                for d, sc, cr in zip(docs[:k], scores[:k], cross[:k])]

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from shoprec import trainer
+from shoprec import metrics
 from shoprec.ranker.config import RankerConfig, load_config
 from shoprec.ranker.models import (
     BiEncoder,
@@ -46,6 +46,7 @@ from shoprec.ranker.models import (
     tokenize_pairs,
     tokenize_texts,
 )
+from shoprec.trainer import loop as trainer
 
 log = logging.getLogger("shoprec.ranker")
 
@@ -175,16 +176,6 @@ def bi_loss_fn(temperature: float):
 
 
 # ------------------------------------------------------------------ metrics
-def ndcg_at_k(scores: np.ndarray, gains: np.ndarray, k: int = 10, ideal_gains: np.ndarray | None = None) -> float:
-    """NDCG@k of one ranked list (ties in ``scores`` keep the given order); the ideal DCG uses ``ideal_gains`` if given."""
-    order = np.argsort(-scores, kind="stable")[:k]
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = float((gains[order] * disc[:len(order)]).sum())
-    ideal = np.sort(ideal_gains if ideal_gains is not None else gains)[::-1][:k]
-    idcg = float((ideal * disc[:len(ideal)]).sum())
-    return dcg / idcg if idcg > 0 else 0.0
-
-
 def click_metrics(prob: np.ndarray, clicked: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import log_loss, roc_auc_score
 
@@ -256,7 +247,7 @@ def group_metrics(scores: np.ndarray, groups: list[list[Pair]], label: str = "cl
         s, y = scores[i:i + len(g)], labels[i:i + len(g)]
         i += len(g)
         if np.nansum(y) > 0:
-            nd.append(ndcg_at_k(s, np.nan_to_num(y), k))
+            nd.append(metrics.ndcg_at_k(s, np.nan_to_num(y), k))
     res[f"ndcg@{k}"] = float(np.mean(nd)) if nd else float("nan")
     return res
 
@@ -270,7 +261,7 @@ def _tokenizer(cfg: RankerConfig):
 
 def fit_cross_encoder(cfg: RankerConfig, train: list[list[Pair]], valid: list[list[Pair]], out_dir: str | Path,
                       encoder=None, tokenizer=None, evaluate_fn=None) -> tuple[CrossEncoder, dict]:
-    """Train the cross-encoder with :func:`shoprec.trainer.fit`; returns the best model (LoRA not merged) and the summary."""
+    """Train the cross-encoder with :func:`shoprec.trainer.loop.fit`; returns the best model (LoRA not merged) and the summary."""
     tok = tokenizer or _tokenizer(cfg)
     model = build_cross_encoder(cfg, encoder)
     if evaluate_fn is None:

@@ -107,6 +107,6 @@ def s3_env(monkeypatch, moto):
 
 
 def small_shop(root: Path, users: int = 40, items: int = 60, days: int = 3, seed: int = 3) -> dict:
-    from shoprec.synth import synthesize
+    from shoprec.data.synth import synthesize
 
     return synthesize(root, users=users, items=items, days=days, seed=seed)

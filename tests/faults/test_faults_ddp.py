@@ -1,6 +1,6 @@
 """A killed DDP worker and a kill while the checkpoint is written.
 
-- ``torchrun --nproc_per_node=2 --max-restarts=2`` (the command :func:`shoprec.train.launch` builds) on a
+- ``torchrun --nproc_per_node=2 --max-restarts=2`` (the command :func:`shoprec.seqrec.launch.launch` builds) on a
   tiny synthetic shop; once ``checkpoints/last.pt`` holds epoch >= 1, one gloo worker is SIGKILLed. torchrun
   must restart the group, training must resume from the checkpoint (log line and a history with every
   epoch exactly once), and the final test metric is compared with an uninterrupted run of the same seed.
@@ -35,17 +35,17 @@ TOLERANCE = 0.02  # relative, on test ndcg@10
 
 
 def _torchrun_cmd(features: Path, out: Path) -> list[str]:
-    # exactly what shoprec.train.launch(nproc=2, max_restarts=2, overrides=OVERRIDES) runs
-    from shoprec.train import torchrun_command
+    # exactly what shoprec.seqrec.launch.launch(nproc=2, max_restarts=2, overrides=OVERRIDES) runs
+    from shoprec.seqrec.launch import torchrun_command
 
     return torchrun_command(features, out, nproc=2, max_restarts=2, overrides=OVERRIDES)
 
 
 @pytest.fixture(scope="module")
 def features(tmp_path_factory) -> Path:
-    from shoprec.features import build_features
-    from shoprec.ingest import ingest
-    from shoprec.synth import synthesize
+    from shoprec.data.features import build_features
+    from shoprec.data.ingest import ingest
+    from shoprec.data.synth import synthesize
 
     root = tmp_path_factory.mktemp("ddp")
     synthesize(root / "shop", users=1200, items=80, days=4, seed=5)
@@ -66,7 +66,7 @@ def _workers(agent: psutil.Process) -> dict[int, int]:
     found = {}
     for p in agent.children(recursive=True):
         try:
-            if "shoprec.train" in " ".join(p.cmdline()):
+            if "shoprec.seqrec.train" in " ".join(p.cmdline()):
                 found[int(p.environ().get("RANK", "-1"))] = p.pid
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
@@ -154,7 +154,7 @@ N_FLOATS = 5_000_000
 SAVER = textwrap.dedent("""
     import sys, torch
     from pathlib import Path
-    from shoprec.trainer import _save_atomic
+    from shoprec.trainer.loop import _save_atomic
     path, N = Path(sys.argv[1]), int(sys.argv[2])
     for version in range(1, 10**6):
         _save_atomic({"version": torch.tensor(version), "w": torch.full((N,), float(version))}, path)
@@ -195,7 +195,7 @@ def test_kill_during_checkpoint_write_leaves_previous_usable(tmp_path):
 @pytest.mark.faults
 def test_resume_ignores_partial_tmp_checkpoint(features, tmp_path, caplog):
     """A kill during torch.save leaves ``.last.pt.tmp`` half written: resume loads ``last.pt`` and goes on."""
-    from shoprec.train import TrainConfig, train
+    from shoprec.seqrec.train import TrainConfig, train
 
     t0 = time.perf_counter()
     over = {**OVERRIDES, "epochs": 2, "model": dict(OVERRIDES["model"])}
@@ -204,7 +204,7 @@ def test_resume_ignores_partial_tmp_checkpoint(features, tmp_path, caplog):
     last = out / "checkpoints" / "last.pt"
     good = last.read_bytes()
     (last.parent / ".last.pt.tmp").write_bytes(good[: len(good) // 2])  # what a kill mid-write leaves
-    with caplog.at_level(logging.INFO, logger="shoprec.trainer"):  # the shared loop logs the resume
+    with caplog.at_level(logging.INFO, logger="shoprec.trainer.loop"):  # the shared loop logs the resume
         summary = train(features, out, TrainConfig.from_dict({**over, "epochs": 3}), progress=False)
     assert any(re.search(r"resumed from .* after epoch 1", r.getMessage()) for r in caplog.records)
     assert [h["epoch"] for h in summary["history"]] == [0, 1, 2]

@@ -32,8 +32,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from shoprec.ingest import gzip_lines, ingest, read_events
-from shoprec.schema import EVENT_TYPES, FIELDS
+from shoprec.data.ingest import gzip_lines, ingest, read_events
+from shoprec.data.schema import EVENT_TYPES, FIELDS
 from tests.faults.conftest import record, small_shop
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
@@ -471,7 +471,7 @@ def test_bug_lone_surrogate_escape(tmp_path, catalog):
 
 def test_bug_null_first_line_does_not_crash_the_process(tmp_path, catalog):
     root = _one_file_shop(tmp_path, catalog, [b"null", GOOD])
-    code = ("import sys; from datetime import datetime, timezone; from shoprec.ingest import ingest; "
+    code = ("import sys; from datetime import datetime, timezone; from shoprec.data.ingest import ingest; "
             "r = ingest(sys.argv[1], sys.argv[2], max_quarantine_fraction=1.0, progress=False, "
             "now=datetime(2026, 12, 1, tzinfo=timezone.utc)); print(r.accepted, r.quarantined)")
     proc = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "out")], capture_output=True,

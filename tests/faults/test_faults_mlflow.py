@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from shoprec import registry
 from shoprec.evaluate import evaluate
+from shoprec.registry import versions as registry
 from tests.conftest import free_port, start_service
 from tests.faults.conftest import record
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from shoprec import storage
-from shoprec.ingest import ingest, read_events
-from shoprec.schema import FIELDS
+from shoprec.data import storage
+from shoprec.data.ingest import ingest, read_events
+from shoprec.data.schema import FIELDS
 from tests.faults.conftest import record, small_shop
 
 URI = "s3://shop-raw/raw"

@@ -1,0 +1,1 @@
+"""The sequential recommender: model, training under torchrun, ensembles, recommending and its MLflow pyfunc."""

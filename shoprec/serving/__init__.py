@@ -1,0 +1,1 @@
+"""The HTTP server (app) and its micro-batching; imports no training code."""

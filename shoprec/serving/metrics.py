@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from shoprec.serving.loading import Loaded
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +37,8 @@ class Metrics:
         self.batch.observe(n)
         self.forward.observe(seconds)
 
-    def set_model(self, loaded: Loaded, uri: str) -> None:
+    def set_model(self, loaded, uri: str) -> None:
+        """``loaded``: the :class:`shoprec.serving.loading.Loaded` now served."""
         self.info.clear()
         self.info.labels(loaded.name, loaded.version, uri).set(1)
         self.version.labels(loaded.name).set(int(loaded.version) if loaded.version.isdigit() else 0)

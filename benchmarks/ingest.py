@@ -34,7 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.json as pj
 
-from shoprec.data.ingest import _READ_SCHEMA, ingest
+from shoprec.data.ingest import READ_SCHEMA, ingest
 from shoprec.data.synth import synthesize
 
 RESULT = Path(__file__).parent / "results" / "ingest.json"
@@ -84,7 +84,7 @@ def time_read(path: Path) -> tuple[float, float, int]:
     table = pj.read_json(
         str(path),
         read_options=pj.ReadOptions(use_threads=False, block_size=1 << 24),
-        parse_options=pj.ParseOptions(explicit_schema=_READ_SCHEMA),
+        parse_options=pj.ParseOptions(explicit_schema=READ_SCHEMA),
     )
     return time.perf_counter() - t, time.process_time() - c, table.num_rows
 

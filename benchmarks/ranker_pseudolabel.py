@@ -44,7 +44,7 @@ import torch  # noqa: E402
 from shoprec.ranker import evaluate_ranker, load_config  # noqa: E402
 from shoprec.ranker.config import PseudoLabelSettings  # noqa: E402
 from shoprec.ranker.models import save_model  # noqa: E402
-from shoprec.ranker.train import _tokenizer, fit_cross_encoder, pseudo_label_rounds, training_groups  # noqa: E402
+from shoprec.ranker.train import encoder_tokenizer, fit_cross_encoder, pseudo_label_rounds, training_groups  # noqa: E402
 
 log = logging.getLogger("bench.ranker_pseudolabel")
 REPO = Path(__file__).resolve().parent.parent
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         for row in res["seeds"]:
             cfg = load_config(a.recipe, seed=row["seed"], threads=a.threads, train_bi_encoder=False,
                               max_eval_pairs=0, fit={"seed": row["seed"], "threads": a.threads, "progress": False})
-            row["control"] = train_control(cfg, feats, work / f"seed{row['seed']}", a.control_epochs, _tokenizer(cfg))
+            row["control"] = train_control(cfg, feats, work / f"seed{row['seed']}", a.control_epochs, encoder_tokenizer(cfg))
             log.info("seed %d control: %s", row["seed"], row["control"])
             res["mean"] = {name: summarise(res["seeds"], name) for name in res["settings"]}
             res["control_seconds"] = time.perf_counter() - t_all
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         cfg = load_config(a.recipe, seed=seed, threads=a.threads, train_bi_encoder=False, max_eval_pairs=0,
                           fit={"seed": seed, "threads": a.threads, "progress": False})
-        tok = _tokenizer(cfg)
+        tok = encoder_tokenizer(cfg)
         torch.manual_seed(seed)
         train, valid = training_groups(feats, cfg)
         d = work / f"seed{seed}"

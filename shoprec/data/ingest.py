@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 MIN_TS = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)
 # Arrow parses position as int64; the stored schema narrows it after range checks.
-_READ_SCHEMA = pa.schema([pa.field(f.name, pa.int64() if f.name == "position" else f.type) for f in EVENTS_SCHEMA])
+READ_SCHEMA = pa.schema([pa.field(f.name, pa.int64() if f.name == "position" else f.type) for f in EVENTS_SCHEMA])
 _STRING_FIELDS = ("user_id", "session_id", "event", "item_id", "query")
 _REQUIRED = ("ts", "user_id", "session_id", "event")
 
@@ -200,7 +200,7 @@ def _line_count(text: bytes) -> int:
 
 
 _READ_OPTIONS = pj.ReadOptions(use_threads=False, block_size=1 << 24)
-_PARSE_OPTIONS = pj.ParseOptions(explicit_schema=_READ_SCHEMA, unexpected_field_behavior="error")
+_PARSE_OPTIONS = pj.ParseOptions(explicit_schema=READ_SCHEMA, unexpected_field_behavior="error")
 
 
 def _parse(text: bytes, source: str) -> tuple[pa.Table, np.ndarray | None, list[dict]]:
@@ -211,7 +211,7 @@ def _parse(text: bytes, source: str) -> tuple[pa.Table, np.ndarray | None, list[
     """
     n = _line_count(text)
     if n == 0:
-        return _READ_SCHEMA.empty_table(), np.zeros(0, np.int64), []
+        return READ_SCHEMA.empty_table(), np.zeros(0, np.int64), []
     try:
         if _objects_only(text):
             table = pj.read_json(pa.BufferReader(arrow_owned(text)), read_options=_READ_OPTIONS,
@@ -231,7 +231,7 @@ def _read_file(data: bytes, source: str) -> tuple[pa.Table, np.ndarray | None, l
     """
     text, problem = decompress(data, source)
     if problem and not text:
-        return _READ_SCHEMA.empty_table(), np.zeros(0, np.int64), [
+        return READ_SCHEMA.empty_table(), np.zeros(0, np.int64), [
             {"source": source, "line": 0, "reason": problem, "raw": ""}]
     quarantine = []
     if problem:  # keep every complete line; the cut-off tail is quarantined
@@ -256,7 +256,7 @@ def _parse_careful(text: bytes, source: str) -> tuple[pa.Table, np.ndarray, list
         else:
             rows.append(row)
             line_nos.append(i)
-    table = pa.Table.from_pylist(rows, schema=_READ_SCHEMA) if rows else _READ_SCHEMA.empty_table()
+    table = pa.Table.from_pylist(rows, schema=READ_SCHEMA) if rows else READ_SCHEMA.empty_table()
     return table, np.array(line_nos, np.int64), bad
 
 
@@ -428,7 +428,7 @@ def ingest(source: str, out: str | Path, max_quarantine_fraction: float = 0.05,
         # A file number, not the path: one int per row instead of one string, mapped back for quarantine.
         table = table.append_column("_file", pa.array(np.full(table.num_rows, i, np.int32)))
         tables.append(table.append_column("_line", _line_numbers(table, line_nos)))
-    table = pa.concat_tables(tables) if tables else _READ_SCHEMA.empty_table().append_column(
+    table = pa.concat_tables(tables) if tables else READ_SCHEMA.empty_table().append_column(
         "_file", pa.array([], pa.int32())).append_column("_line", pa.array([], pa.int64()))
     parse_rejected = len(quarantine)
     reason = validate(table, now=now)

@@ -253,7 +253,8 @@ def group_metrics(scores: np.ndarray, groups: list[list[Pair]], label: str = "cl
 
 
 # ------------------------------------------------------------------ training
-def _tokenizer(cfg: RankerConfig):
+def encoder_tokenizer(cfg: RankerConfig):
+    """The tokenizer of the ranker's base encoder (the offline MiniLM unless cfg.base_model says otherwise)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(cfg.encoder_dir())
@@ -262,7 +263,7 @@ def _tokenizer(cfg: RankerConfig):
 def fit_cross_encoder(cfg: RankerConfig, train: list[list[Pair]], valid: list[list[Pair]], out_dir: str | Path,
                       encoder=None, tokenizer=None, evaluate_fn=None) -> tuple[CrossEncoder, dict]:
     """Train the cross-encoder with :func:`shoprec.trainer.loop.fit`; returns the best model (LoRA not merged) and the summary."""
-    tok = tokenizer or _tokenizer(cfg)
+    tok = tokenizer or encoder_tokenizer(cfg)
     model = build_cross_encoder(cfg, encoder)
     if evaluate_fn is None:
         def evaluate_fn(m):
@@ -278,7 +279,7 @@ def fit_cross_encoder(cfg: RankerConfig, train: list[list[Pair]], valid: list[li
 
 def fit_bi_encoder(cfg: RankerConfig, pairs: list[tuple[str, str]], out_dir: str | Path, encoder=None,
                    tokenizer=None, evaluate_fn=None) -> tuple[BiEncoder, dict]:
-    tok = tokenizer or _tokenizer(cfg)
+    tok = tokenizer or encoder_tokenizer(cfg)
     model = build_bi_encoder(cfg, encoder)
     summary = trainer.fit(model, pairs, bi_collate(tok, cfg.bi_max_len), bi_loss_fn(cfg.bi_temperature),
                           evaluate_fn, Path(out_dir) / "bi", cfg.bi_fit)
@@ -363,7 +364,7 @@ def pseudo_label_rounds(cfg: RankerConfig, teacher: CrossEncoder, teacher_summar
     (``student``/``teacher``); overall ``kept`` and ``labels`` (the pseudo-labelled frame of every round,
     with its ``round``). With ``keep_students`` the record also holds the rejected ``students`` (for benchmarks).
     """
-    s, tok = cfg.pseudo_label, tokenizer or _tokenizer(cfg)
+    s, tok = cfg.pseudo_label, tokenizer or encoder_tokenizer(cfg)
     key = "best_" + cfg.fit.metric
     sign = 1.0 if cfg.fit.mode == "max" else -1.0
     model, summary = teacher, teacher_summary
@@ -430,7 +431,7 @@ def train_ranker(features_dir: str | Path, out_dir: str | Path, config: RankerCo
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    tok = _tokenizer(cfg)
+    tok = encoder_tokenizer(cfg)
     train, valid = training_groups(features_dir, cfg)
     world, rank, _ = trainer.setup_distributed()
     if rank == 0:

@@ -1,0 +1,84 @@
+"""benchmarks/ranker_provenance.py: rows copied in by hand leave ranker-homedepot.json, a row a script wrote in an
+earlier version comes back from it, and the committed result files hold no hand-written keys or foreign rows."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+import ranker_provenance as rp  # noqa: E402
+
+RUN, OLD_RUN, ELSEWHERE = "ranker.py --stages lora-cross", "ranker.py --stages full-cross", "ranker.py --out /gone"
+
+
+def result(full_cross_by: str) -> dict:
+    return {"command": RUN, "earlier_commands": [OLD_RUN],
+            "rerank": {"bm25": {"ndcg@10": 0.92}, "lora-cross": {"ndcg@10": 0.93, "rmse": 0.46},
+                       "full-cross": {"ndcg@10": 0.95, "rmse": 0.40, "made_by": full_cross_by}},
+            "training": {"full-cross": {"train_seconds": 10.0, "made_by": full_cross_by}},
+            "significance": {"lora-cross - full-cross": {"diff": -0.02, "ci95": [-0.03, -0.01], "made_by": full_cross_by},
+                             "lora-cross - bm25": {"diff": 0.01, "ci95": [0.0, 0.02]}},
+            "targets": {"stale": {"value": 1, "met": True, "made_by": full_cross_by}},
+            "notes": "hand-written", "adopted_lora_cross": {"train_seconds": 1.0},
+            "lora_vs_full_same_data": {"earlier": [{"diff": -0.003, "ci95": [-0.006, 0.001], "made_by": OLD_RUN}],
+                                       "matched": {"diff": 0.001, "ci95": [-0.002, 0.004]}}}
+
+
+def test_foreign_rows_are_removed_and_a_scripts_earlier_row_restored():
+    old = result(OLD_RUN)
+    old["rerank"]["full-cross"].update({"ndcg@10": 0.924, "rmse": 0.48})
+    del old["significance"]["lora-cross - full-cross"]
+    out = rp.clean_homedepot(result(ELSEWHERE), old, "abc123", "ranker_provenance.py homedepot")
+    assert out["rerank"]["full-cross"] == {"ndcg@10": 0.924, "rmse": 0.48, "made_by": OLD_RUN}
+    assert out["training"]["full-cross"]["made_by"] == OLD_RUN
+    assert "lora-cross - full-cross" not in out["significance"]  # not in the old file: gone, not restored
+    assert out["significance"]["lora-cross - bm25"]["made_by"] == RUN  # unlabelled: the file's command made it
+    for key in ("adopted_lora_cross",):
+        assert key not in out
+    assert "matched" not in out["lora_vs_full_same_data"]
+    assert "stale" not in out["targets"]  # recomputed by ranker.targets: the same-data pair is the earlier one
+    same_data = out["targets"]["lora within 0.005 re-rank ndcg@10 of full (same data)"]
+    assert same_data["value"] == -0.003 and same_data["made_by"] == OLD_RUN
+    assert out["targets"]["cross-encoder re-rank ndcg@10 >= 0.935"]["full-cross"] == 0.924
+    removed = {r["key"] for r in out["provenance"]["removed"]}
+    assert {"rerank/full-cross", "training/full-cross", "significance/lora-cross - full-cross", "notes",
+            "adopted_lora_cross", "lora_vs_full_same_data/matched"} <= removed
+    assert {r["key"] for r in out["provenance"]["restored"]} == {"rerank/full-cross", "training/full-cross"}
+    assert out["provenance"]["command"] == "ranker_provenance.py homedepot"
+    assert isinstance(out["notes"], list) and all(isinstance(n, str) for n in out["notes"])
+
+
+def test_without_an_earlier_version_foreign_rows_are_only_removed():
+    out = rp.clean_homedepot(result(ELSEWHERE), None, None, "cmd")
+    assert "full-cross" not in out["rerank"] and out["provenance"]["restored"] == []
+
+
+def test_rows_of_the_chain_are_kept_as_they_are():
+    res = result(OLD_RUN)
+    out = rp.clean_homedepot(res, None, None, "cmd")
+    assert out["rerank"]["full-cross"] == res["rerank"]["full-cross"]
+    assert out["significance"]["lora-cross - full-cross"] == res["significance"]["lora-cross - full-cross"]
+
+
+def test_committed_homedepot_file_has_no_foreign_rows_or_hand_written_keys():
+    res = json.loads((REPO / "benchmarks" / "results" / "ranker-homedepot.json").read_text())
+    assert rp.foreign_rows(res) == []
+    assert all(rp.get(res, path) is None for path in rp.HAND_WRITTEN if path != ("notes",))
+    assert res["provenance"]["command"].startswith(".venv/bin/python benchmarks/ranker_provenance.py homedepot")
+    chain = rp.chain(res)
+    for sec in ("rerank", "retrieve", "training", "significance"):
+        for name, row in res[sec].items():
+            assert row.get("made_by", res["command"]) in chain, (sec, name)
+
+
+@pytest.mark.parametrize("name", ["ranker-pseudolabel.json"])
+def test_committed_pseudolabel_conclusion_is_made_from_its_mean_block(name):
+    res = json.loads((REPO / "benchmarks" / "results" / name).read_text())
+    assert "notes" not in res
+    assert res["conclusion"]["soft_student_minus_control"] == res["mean"]["soft"]["student_minus_control"]
+    assert res["conclusion"]["written_by"].startswith(".venv/bin/python benchmarks/ranker_provenance.py")

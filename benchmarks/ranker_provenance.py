@@ -125,10 +125,45 @@ def restorable(old: dict, path: tuple[str, ...]):
     return row
 
 
+def commands_in(node) -> list[str]:
+    """Every ranker.py command string recorded anywhere in ``node`` (command, made_by, trained_by, earlier_commands)."""
+    out: list[str] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in ("command", "made_by", "trained_by", "earlier_commands"):
+                out += [c for c in (v if isinstance(v, list) else [v]) if isinstance(c, str) and "ranker.py" in c]
+            else:
+                out += commands_in(v)
+    elif isinstance(node, list):
+        for v in node:
+            out += commands_in(v)
+    return list(dict.fromkeys(out))
+
+
+def model_folders(res: dict, commands: list[str]) -> dict:
+    """For each saved model the ensembles block scored (``rk-hdN/<stage>``): the recorded commands that trained it
+    (those of that --save-dir running that stage without --reuse; else those that reused it)."""
+    block = res.get("exploratory", {}).get("cross-encoder ensembles", {})
+    folders = sorted({m for row in block.get("combinations", []) for m in row["models"]})
+    out = {}
+    for folder in folders:
+        save_dir, stage = folder.rsplit("/", 1)
+        hits = []
+        for c in commands:
+            args = shlex.split(c)
+            opt = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--")}
+            if opt.get("--save-dir", "").rstrip("/").endswith(save_dir) and stage in opt.get("--stages", "").split(","):
+                hits.append(c)
+        trained = [c for c in hits if "--reuse" not in shlex.split(c)]
+        out[folder] = {"trained_by" if trained else "loaded_by": trained or hits}
+    return out
+
+
 def clean_homedepot(res: dict, old: dict | None, rev: str | None, command: str) -> dict:
     import ranker
 
     res = json.loads(json.dumps(res))
+    recorded_commands = commands_in(res)
     removed, restored = [], []
     for path in foreign_rows(res):
         if path[0] == "targets":  # recomputed below
@@ -149,6 +184,8 @@ def clean_homedepot(res: dict, old: dict | None, rev: str | None, command: str) 
         if get(res, path) is not None:
             pop(res, path)
             removed.append({"key": "/".join(path), "why": why})
+    if "cross-encoder ensembles" in res.get("exploratory", {}):
+        res["exploratory"]["cross-encoder ensembles"]["model_folders"] = model_folders(res, recorded_commands)
     res["targets"] = ranker.targets(res)
     res["notes"] = homedepot_notes(res)
     res["provenance"] = {
@@ -183,7 +220,9 @@ def homedepot_notes(res: dict) -> list[str]:
                      "lora_vs_full_same_data.earlier (that command's lora-cross and full-cross).")
     notes.append("The adopted lora-cross's fully fine-tuned twin (session 8) and the session-4/5 exploratory "
                  "cross-encoders were trained, but their outputs no longer exist and their rows had been copied in "
-                 "by hand, so they are not in this file (provenance.removed).")
+                 "by hand, so they are not in this file (provenance.removed). The session-3 to 5 models that were "
+                 "still saved when ranker_ensemble.py ran are scored there one by one (exploratory['cross-encoder "
+                 "ensembles'].combinations, single-model rows; model_folders names the commands that trained them).")
     return notes
 
 

@@ -82,3 +82,13 @@ def test_committed_pseudolabel_conclusion_is_made_from_its_mean_block(name):
     assert "notes" not in res
     assert res["conclusion"]["soft_student_minus_control"] == res["mean"]["soft"]["student_minus_control"]
     assert res["conclusion"]["written_by"].startswith(".venv/bin/python benchmarks/ranker_provenance.py")
+
+
+def test_committed_model_folders_name_the_commands_that_trained_each_scored_model():
+    res = json.loads((REPO / "benchmarks" / "results" / "ranker-homedepot.json").read_text())
+    block = res["exploratory"]["cross-encoder ensembles"]
+    scored = {m for row in block["combinations"] for m in row["models"]}
+    assert set(block["model_folders"]) == scored
+    for folder, made in block["model_folders"].items():
+        (cmds,) = made.values()
+        assert cmds and all(f"--save-dir .shoprec/{folder.split('/')[0]}" in c for c in cmds), folder

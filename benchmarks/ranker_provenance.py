@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/ranker_provenance.py homedepot --restore-from cb4b419
     .venv/bin/python benchmarks/ranker_provenance.py pseudolabel
+    .venv/bin/python benchmarks/ranker_provenance.py games
 
 Nothing is trained or scored. What it does to ``ranker-homedepot.json``:
 
@@ -16,7 +17,9 @@ Nothing is trained or scored. What it does to ``ranker-homedepot.json``:
 - ``targets`` is recomputed by ``ranker.targets``; ``notes`` and ``provenance`` are written here, without figures.
 
 For ``ranker-pseudolabel.json``, the hand-written ``notes`` and ``conclusion`` (which quoted optimizer steps from
-a log no key holds) are replaced by a conclusion made from the ``mean`` block.
+a log no key holds) are replaced by a conclusion made from the ``mean`` block. For ``ranker-games.json``,
+``test_sample_history`` says which test users every recorded run scored and how many configurations each stretch
+of them has seen, and the note that called the adopted run "the second configuration looked at" is corrected.
 """
 
 from __future__ import annotations
@@ -246,6 +249,93 @@ def clean_pseudolabel(res: dict, command: str) -> dict:
     return res
 
 
+# ------------------------------------------------------------------ ranker-games.json
+CONFIG_IGNORED = {"--out", "--reuse", "--progress", "--test-users", "--threads", "--note", "--work", "--test-start"}
+STALE_GAMES_NOTE = ("It is the second cross-encoder configuration looked at on these test users (vs_replaced pairs the "
+                    "two).")
+
+
+def command_flags(command: str) -> dict[str, str]:
+    """``--flag value`` pairs of a ranker_games.py command (a flag without a value maps to "")."""
+    args = shlex.split(command)
+    args = args[next(i for i, a in enumerate(args) if a.endswith("ranker_games.py")) + 1:]
+    out, i = {}, 0
+    while i < len(args):
+        if args[i].startswith("--"):
+            has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
+            out[args[i]] = args[i + 1] if has_value else ""
+            i += 2 if has_value else 1
+        else:
+            i += 1
+    return out
+
+
+def run_configuration(command: str) -> tuple:
+    """What a run's figures depend on besides its test sample: its flags as written (defaults changed between
+    sessions, so flags left out are compared as left out), less output, reuse, threads and sample size."""
+    return tuple(sorted((k, v) for k, v in command_flags(command).items() if k not in CONFIG_IGNORED))
+
+
+def test_sample_of(run: dict) -> tuple[int, int]:
+    """(first, end) positions of a run's test users in the seeded permutation."""
+    sampling = run.get("sampling") or {}
+    n = sampling.get("test_users") or int(command_flags(run["command"]).get("--test-users", 3000))
+    start = sampling.get("test_start", 0)
+    return start, start + n
+
+
+def test_sample_history(res: dict) -> dict:
+    """Every recorded run (earlier_runs in order, then this one): its test users and gain; for each stretch of the
+    permutation, how many runs and distinct configurations were scored on it."""
+    runs = list(res.get("earlier_runs", {}).items()) + [("this result", res)]
+    rows = []
+    for label, run in runs:
+        first, end = test_sample_of(run)
+        t = run.get("target", {})
+        rows.append({"run": label, "test_users": [first, end], "relative_gain": t.get("relative_gain"),
+                     "relative_gain_ci95": t.get("relative_gain_ci95"), "met": t.get("met")})
+    cuts = sorted({p for r in rows for p in r["test_users"]})
+    stretches = []
+    for lo, hi in zip(cuts, cuts[1:]):
+        on = [(label, run) for (label, run), r in zip(runs, rows) if r["test_users"][0] <= lo and hi <= r["test_users"][1]]
+        if on:
+            stretches.append({"test_users": [lo, hi], "runs": len(on),
+                              "configurations": len({run_configuration(run["command"]) for _, run in on}),
+                              "run_labels": [label for label, _ in on]})
+    grown = [{"after": rows[i - 1]["run"], "from": rows[i - 1]["test_users"], "to": rows[i]["test_users"],
+              "gain_before": rows[i - 1]["relative_gain"], "target_met_before": rows[i - 1]["met"]}
+             for i in range(1, len(rows)) if rows[i]["test_users"][1] > rows[i - 1]["test_users"][1]]
+    return {"what": ("the test users (positions in the seeded permutation) each recorded run scored, and how many "
+                     "runs and distinct configurations (command flags less output, reuse, threads and sample size) "
+                     "were scored on each stretch"),
+            "runs": rows, "stretches": stretches, "sample_grown": grown}
+
+
+def ordinal(n: int) -> str:
+    return {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth", 6: "sixth"}.get(n, f"{n}th")
+
+
+def clean_games(res: dict, command: str) -> dict:
+    res = json.loads(json.dumps(res))
+    history = test_sample_history(res)
+    res["test_sample_history"] = history
+    corrected = "; ".join(
+        f"the {ordinal(s['configurations'])} configuration ({s['runs']} runs) scored on test users "
+        f"{s['test_users'][0]:,}-{s['test_users'][1]:,}" for s in history["stretches"]
+        if "this result" in s["run_labels"])
+    replaced = []
+    for i, note in enumerate(res.get("notes", [])):
+        if STALE_GAMES_NOTE in note:
+            res["notes"][i] = note.replace(STALE_GAMES_NOTE, f"It is {corrected} (test_sample_history).")
+            replaced.append(i)
+    res["provenance"] = {"command": command,
+                         "what": ("test_sample_history is made from earlier_runs and this result; a note that called "
+                                  "this run the second configuration looked at on its test users (true of users "
+                                  "3,000-8,000 only) is corrected in place"),
+                         "notes_corrected": replaced}
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="file", required=True)
@@ -254,6 +344,8 @@ def main() -> None:
     h.add_argument("--restore-from", default=None, help="git revision of the file to restore removed rows from")
     p = sub.add_parser("pseudolabel")
     p.add_argument("--path", default=str(RESULTS / "ranker-pseudolabel.json"))
+    g = sub.add_parser("games")
+    g.add_argument("--path", default=str(RESULTS / "ranker-games.json"))
     a = ap.parse_args()
     command = shlex.join([".venv/bin/python", "benchmarks/ranker_provenance.py", *sys.argv[1:]])
     path = Path(a.path)
@@ -262,6 +354,9 @@ def main() -> None:
         old = git_json(a.restore_from, path) if a.restore_from else None
         out = clean_homedepot(res, old, a.restore_from, command)
         print(json.dumps(out["provenance"], indent=1))
+    elif a.file == "games":
+        out = clean_games(res, command)
+        print(json.dumps(out["test_sample_history"]["stretches"], indent=1))
     else:
         out = clean_pseudolabel(res, command)
         print(json.dumps(out["conclusion"], indent=1))

@@ -92,3 +92,40 @@ def test_committed_model_folders_name_the_commands_that_trained_each_scored_mode
     for folder, made in block["model_folders"].items():
         (cmds,) = made.values()
         assert cmds and all(f"--save-dir .shoprec/{folder.split('/')[0]}" in c for c in cmds), folder
+
+
+def games_run(flags: str, n_test: int | None, gain: float, met: bool) -> dict:
+    run = {"command": f".venv/bin/python benchmarks/ranker_games.py {flags} --out x.json",
+           "target": {"relative_gain": gain, "relative_gain_ci95": [gain - 0.03, gain + 0.03], "met": met}}
+    if n_test is not None:
+        run["sampling"] = {"test_users": n_test}
+    return run
+
+
+def test_games_history_counts_runs_and_configurations_per_stretch_of_test_users():
+    res = games_run("--reuse --train-users 8000 --test-users 8000 --threads 2", 8000, 0.074, True)
+    res["notes"] = ["Session 11: fixed in advance. " + rp.STALE_GAMES_NOTE]
+    res["earlier_runs"] = {
+        "a": games_run("--train-users 2000 --test-users 3000", None, 0.053, True),  # no sampling: from the command
+        "b": games_run("--reuse --train-users 4000", 3000, 0.044, False),
+        "c": games_run("--train-users 4000 --test-users 8000", 8000, 0.047, False),  # b's configuration, more users
+    }
+    out = rp.clean_games(res, "cmd")
+    h = out["test_sample_history"]
+    assert [r["test_users"] for r in h["runs"]] == [[0, 3000], [0, 3000], [0, 8000], [0, 8000]]
+    assert [(s["test_users"], s["runs"], s["configurations"]) for s in h["stretches"]] == [
+        ([0, 3000], 4, 3), ([3000, 8000], 2, 2)]
+    assert h["sample_grown"] == [{"after": "b", "from": [0, 3000], "to": [0, 8000], "gain_before": 0.044,
+                                  "target_met_before": False}]
+    assert out["notes"] == ["Session 11: fixed in advance. It is the third configuration (4 runs) scored on test users "
+                            "0-3,000; the second configuration (2 runs) scored on test users 3,000-8,000 "
+                            "(test_sample_history)."]
+    assert out["provenance"] == {**out["provenance"], "command": "cmd", "notes_corrected": [0]}
+
+
+def test_committed_games_file_has_its_history_and_no_stale_note():
+    res = json.loads((REPO / "benchmarks" / "results" / "ranker-games.json").read_text())
+    assert res["test_sample_history"] == rp.test_sample_history(res)
+    assert not any(rp.STALE_GAMES_NOTE in n for n in res["notes"])
+    first = res["test_sample_history"]["stretches"][0]
+    assert first["test_users"] == [0, 3000] and first["configurations"] == 5 and first["runs"] == 6

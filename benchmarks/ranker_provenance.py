@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/ranker_provenance.py homedepot --restore-from cb4b419
     .venv/bin/python benchmarks/ranker_provenance.py pseudolabel
     .venv/bin/python benchmarks/ranker_provenance.py games
+    .venv/bin/python benchmarks/ranker_provenance.py bm25grid
 
 Nothing is trained or scored. What it does to ``ranker-homedepot.json``:
 
@@ -336,6 +337,16 @@ def clean_games(res: dict, command: str) -> dict:
     return res
 
 
+def clean_bm25_grid(res: dict, command: str) -> dict:
+    """The hand-written note (figures typed in) becomes bm25_grid.grid_summary of the rows."""
+    import bm25_grid
+
+    res = json.loads(json.dumps(res))
+    res.pop("note", None)
+    res["summary"] = {**bm25_grid.grid_summary(res), "written_by": command}
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="file", required=True)
@@ -346,6 +357,8 @@ def main() -> None:
     p.add_argument("--path", default=str(RESULTS / "ranker-pseudolabel.json"))
     g = sub.add_parser("games")
     g.add_argument("--path", default=str(RESULTS / "ranker-games.json"))
+    b = sub.add_parser("bm25grid")
+    b.add_argument("--path", default=str(RESULTS / "bm25-grid-homedepot.json"))
     a = ap.parse_args()
     command = shlex.join([".venv/bin/python", "benchmarks/ranker_provenance.py", *sys.argv[1:]])
     path = Path(a.path)
@@ -354,6 +367,9 @@ def main() -> None:
         old = git_json(a.restore_from, path) if a.restore_from else None
         out = clean_homedepot(res, old, a.restore_from, command)
         print(json.dumps(out["provenance"], indent=1))
+    elif a.file == "bm25grid":
+        out = clean_bm25_grid(res, command)
+        print(json.dumps(out["summary"], indent=1))
     elif a.file == "games":
         out = clean_games(res, command)
         print(json.dumps(out["test_sample_history"]["stretches"], indent=1))

@@ -129,3 +129,20 @@ def test_committed_games_file_has_its_history_and_no_stale_note():
     assert not any(rp.STALE_GAMES_NOTE in n for n in res["notes"])
     first = res["test_sample_history"]["stretches"][0]
     assert first["test_users"] == [0, 3000] and first["configurations"] == 5 and first["runs"] == 6
+
+
+def test_bm25_grid_summary_is_computed_from_its_rows():
+    import bm25_grid
+
+    def row(method, k1, b, c):
+        return {"method": method, "k1": k1, "b": b, "fused": {"recall@100": c, "ndcg@10": 0.0}}
+
+    out = {"best": {"method": "a", "k1": 0.4, "b": 0.35}, "defaults_in_SearchSettings": {"method": "b", "k1": 0.4, "b": 0.5},
+           "rows": [row("a", 0.4, 0.35, 1.2), row("b", 0.4, 0.5, 1.19), row("a", 0.4, 0.75, 1.15), row("a", 1.5, 0.5, 1.0)]}
+    s = bm25_grid.grid_summary(out)
+    assert s["best_k1_rows_spread"] == pytest.approx(0.05) and s["best_minus_default"] == pytest.approx(0.01)
+    assert s["note"] == ("all k1=0.4 rows are within 0.0500 of each other on the criterion; the best row and "
+                         "SearchSettings' b/0.4/0.5 differ by 0.0100")
+    committed = json.loads((REPO / "benchmarks" / "results" / "bm25-grid-homedepot.json").read_text())
+    assert "note" not in committed
+    assert {k: v for k, v in committed["summary"].items() if k != "written_by"} == bm25_grid.grid_summary(committed)

@@ -168,7 +168,10 @@ def clean_homedepot(res: dict, old: dict | None, rev: str | None, command: str) 
 
     res = json.loads(json.dumps(res))
     recorded_commands = commands_in(res)
-    removed, restored = [], []
+    earlier = res.pop("provenance", {})  # a second pass keeps what the first removed and restored
+    if earlier:
+        res.pop("notes", None)  # written by the first pass, written again below
+    removed, restored = list(earlier.get("removed", [])), list(earlier.get("restored", []))
     for path in foreign_rows(res):
         if path[0] == "targets":  # recomputed below
             pop(res, path)
@@ -194,10 +197,12 @@ def clean_homedepot(res: dict, old: dict | None, rev: str | None, command: str) 
     res["notes"] = homedepot_notes(res)
     res["provenance"] = {
         "command": command,
+        "earlier_commands": earlier.get("earlier_commands", []) + ([earlier["command"]] if earlier else []),
         "rule": ("every row carries the command that wrote it (made_by) or was written by this file's command; a row "
                  "whose command is neither this file's nor one of its earlier_commands, and every key no script "
                  "writes, was removed; a removed row a script wrote in an earlier version of this file was restored "
-                 "from it"),
+                 "from it; notes, targets and exploratory['cross-encoder ensembles'].model_folders are written by "
+                 "this command"),
         "removed": removed, "restored": restored}
     return res
 

@@ -146,3 +146,11 @@ def test_bm25_grid_summary_is_computed_from_its_rows():
     committed = json.loads((REPO / "benchmarks" / "results" / "bm25-grid-homedepot.json").read_text())
     assert "note" not in committed
     assert {k: v for k, v in committed["summary"].items() if k != "written_by"} == bm25_grid.grid_summary(committed)
+
+
+def test_a_second_pass_keeps_the_first_passs_record():
+    first = rp.clean_homedepot(result(ELSEWHERE), None, None, "first")
+    second = rp.clean_homedepot(first, None, None, "second")
+    assert second["provenance"]["removed"] == first["provenance"]["removed"]
+    assert second["provenance"]["earlier_commands"] == ["first"] and second["provenance"]["command"] == "second"
+    assert second["notes"] == first["notes"] and second["rerank"] == first["rerank"]

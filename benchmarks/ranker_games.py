@@ -611,6 +611,28 @@ def describe_run(a, data: Path, seqs, n_items: int, samples: tuple, load_start) 
     }
 
 
+def result_figures(cand, ce_scores, variants, ranks, models, significance, valid_curves, weights) -> dict:
+    """The result's rerank, target, significance, auc_valid and valid blocks."""
+    import numpy as np
+
+    gain = significance[f"{blend_name('cross-encoder')} - seqrec (ndcg@10)"]
+    v_models = {k: summary(r) for k, r in ranks["valid"].items()}
+    v_gain = (v_models[blend_name("cross-encoder")]["ndcg@10"] / v_models["seqrec"]["ndcg@10"] - 1.0
+              if v_models["seqrec"]["ndcg@10"] > 0 else None)
+    return {
+        "rerank": models,
+        "target": {"what": "re-ranking raises test NDCG@10 over the sequential model alone by >= 5% relative",
+                   "relative_gain": gain["relative"], "relative_gain_ci95": gain["relative_ci95"],
+                   "met": gain["relative"] is not None and gain["relative"] >= 0.05},
+        "significance": significance,
+        "auc_valid": {name: auc_figures(cand["valid"], ce_scores[(name, "valid")], cand["valid"]["top_scores"])
+                      for name in variants},
+        "valid": {"blend_weight_curve_ndcg@10": valid_curves, "chosen_seqrec_weight": weights,
+                  "models": v_models, "blend_relative_gain_ndcg@10": v_gain,
+                  "seqrec_hr@50": float(np.mean(cand["valid"]["rank"] < DEPTH))},
+    }
+
+
 def data_missing(data: Path) -> bool:
     need = [data / "sequences.txt", data / "Games-6k.item"]
     if all(p.exists() for p in need):
@@ -653,7 +675,6 @@ def main(argv: list[str] | None = None) -> None:
 
     import logging
 
-    import numpy as np
     import torch
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -699,33 +720,19 @@ def main(argv: list[str] | None = None) -> None:
     gain = significance[f"{blend_name('cross-encoder')} - seqrec (ndcg@10)"]
     log("test: " + "; ".join(f"{k} ndcg@10 {v['ndcg@10']:.4f} hr@10 {v['hr@10']:.4f}" for k, v in models.items()))
 
-    training = {"seqrec": seqrec_training(s, seqrec, seqs, a),
-                "cross-encoder": cross_encoder_training(ce_summary, groups, pos_in_top, cfg, a)}
     timings["total_s"] = time.perf_counter() - t_start
-    v_models = {k: summary(r) for k, r in ranks["valid"].items()}
-    blend_key = blend_name("cross-encoder")
-    v_gain = (v_models[blend_key]["ndcg@10"] / v_models["seqrec"]["ndcg@10"] - 1.0
-              if v_models["seqrec"]["ndcg@10"] > 0 else None)
-    auc_v = {name: auc_figures(cand["valid"], ce_scores[(name, "valid")], cand["valid"]["top_scores"])
-             for name in variants}
     result = {
         "command": command,
         **describe_run(a, data, seqs, n_items, samples, load_start),
-        "rerank": models,
-        "target": {"what": "re-ranking raises test NDCG@10 over the sequential model alone by >= 5% relative",
-                   "relative_gain": gain["relative"], "relative_gain_ci95": gain["relative_ci95"],
-                   "met": gain["relative"] is not None and gain["relative"] >= 0.05},
-        "significance": significance,
-        "auc_valid": auc_v,
-        "valid": {"blend_weight_curve_ndcg@10": valid_curves, "chosen_seqrec_weight": weights,
-                  "models": v_models, "blend_relative_gain_ndcg@10": v_gain,
-                  "seqrec_hr@50": float(np.mean(cand["valid"]["rank"] < DEPTH))},
-        "training": training,
+        **result_figures(cand, ce_scores, variants, ranks, models, significance, valid_curves, weights),
+        "training": {"seqrec": seqrec_training(s, seqrec, seqs, a),
+                     "cross-encoder": cross_encoder_training(ce_summary, groups, pos_in_top, cfg, a)},
         "timings": {**timings, "cross_encoder_score_s_by": {f"{n} {sp}": v for (n, sp), v in score_secs.items()},
                     "pairs_scored": pairs_scored,
                     "pairs_per_s": {f"{n} {sp}": pairs_scored[sp] / v for (n, sp), v in score_secs.items() if v > 0}},
-        "notes": result_notes(gain, v_gain, auc_v, models, s, a) + a.note,
     }
+    result["notes"] = result_notes(gain, result["valid"]["blend_relative_gain_ndcg@10"], result["auc_valid"], models,
+                                   s, a) + a.note
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

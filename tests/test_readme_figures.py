@@ -134,6 +134,7 @@ MAPPED = {
         ("0.74%", HD, ("training", "lora-cross", "trainable_percent")),
         ("0.598x", HD, ("training", "step_time_side_by_side", "lora/full")),
         ("54,667", HD, ("data", "products")),
+        ("0.0001", "bm25-grid-homedepot.json", ("summary", "best_minus_default")),
         ("0.380", HD, ("retrieve", "bm25", "ndcg@10")), ("0.728", HD, ("retrieve", "bm25", "recall@100")),
         ("40,542", HD, ("training", "lora-bi", "config", "pairs")),
         ("0.368", HD, ("retrieve", "lora-bi", "ndcg@10")), ("0.751", HD, ("retrieve", "lora-bi", "recall@100")),

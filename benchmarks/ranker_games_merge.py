@@ -27,19 +27,20 @@ from ranker_games import blend, blend_name, bootstrap, per_user, rerank_ranks  #
 
 BLEND = blend_name("cross-encoder")
 KEPT = ("command", "made_with", "sampling", "rerank", "target", "significance", "auc_valid", "training", "notes",
-        "by_sample_part", "vs_replaced")
+        "by_sample_part", "vs_replaced", "fresh_test_sample")
 
 
-def blend_ranks(scores: dict, weight: float, n_items: int):
-    """Test ranks of the seqrec + cross-encoder blend, from the arrays ``ranker_games.py`` saved."""
+def blend_ranks(scores: dict, weight: float):
+    """Test ranks of the seqrec + cross-encoder blend, from the arrays ``ranker_games.py`` saved (a target outside
+    the top 50 is a miss)."""
     c = {"top": scores["test_top"], "target": scores["test_target"]}
-    return rerank_ranks(c, blend(scores["test_top_scores"], scores["test_cross-encoder"], weight), n_items)
+    return rerank_ranks(c, blend(scores["test_top_scores"], scores["test_cross-encoder"], weight))
 
 
 def checked_ndcg(run: dict, scores: dict):
     """Per-user test NDCG@10 of seqrec and of the blend, after checking ``scores`` reproduce ``run``'s figures."""
     seq = per_user(scores["test_rank"])
-    blended = per_user(blend_ranks(scores, run["rerank"][BLEND]["seqrec_weight"], run["dataset"]["items"]))
+    blended = per_user(blend_ranks(scores, run["rerank"][BLEND]["seqrec_weight"]))
     if abs(blended.mean() - run["rerank"][BLEND]["ndcg@10"]) > 1e-6 or abs(
             seq.mean() - run["rerank"]["seqrec"]["ndcg@10"]) > 1e-6:
         raise SystemExit("scores.npz does not reproduce the run's NDCG@10 (blend "
@@ -55,7 +56,8 @@ def sample_parts(run: dict, scores: dict, earlier_test_users: int) -> dict:
     if earlier_test_users > run["sampling"]["test_users"]:
         raise SystemExit(f"the earlier sample ({earlier_test_users} users) is larger than this run's "
                          f"({run['sampling']['test_users']}): it is not a part of it")
-    earlier = set(int(u) for u in np.random.default_rng(seed).permutation(n_users)[:earlier_test_users])
+    start = run["sampling"].get("test_start", 0)
+    earlier = set(int(u) for u in np.random.default_rng(seed).permutation(n_users)[start:start + earlier_test_users])
     weight = run["rerank"][BLEND]["seqrec_weight"]
     users, seq, blended = checked_ndcg(run, scores)
     in_earlier = np.array([u in earlier for u in users])
@@ -101,7 +103,14 @@ def merge(run_file: Path, work: Path, out: Path, label: str, notes: list[str], c
     scores = load_scores(work)
     merged = dict(run)
     n_old, n_new = earlier["sampling"]["test_users"], run["sampling"]["test_users"]
-    if n_old < n_new:
+    start_old, start_new = (r["sampling"].get("test_start", 0) for r in (earlier, run))
+    if start_old != start_new:  # a fresh test sample: nothing to compare on the same users
+        if start_new < start_old + n_old:
+            raise SystemExit(f"this run's test users start at {start_new}, inside the replaced run's test sample "
+                             f"({start_old}..{start_old + n_old}): not a fresh sample")
+        merged["fresh_test_sample"] = {"test_start": start_new, "replaced_test_users": [start_old, start_old + n_old],
+                                       "what": "this run's test users are disjoint from the replaced run's"}
+    elif n_old < n_new:
         merged["by_sample_part"] = sample_parts(run, scores, n_old)
     elif earlier_work is None:
         raise SystemExit(f"the replaced run's test sample ({n_old} users) is not smaller than this run's ({n_new}): "
@@ -112,7 +121,7 @@ def merge(run_file: Path, work: Path, out: Path, label: str, notes: list[str], c
     merged["merged_by"] = command
     merged["earlier_runs"] = {**earlier.get("earlier_runs", {}), label: {k: earlier[k] for k in KEPT if k in earlier}}
     out.write_text(json.dumps(merged, indent=2) + "\n")
-    return {k: merged[k] for k in ("by_sample_part", "vs_replaced") if k in merged}
+    return {k: merged[k] for k in ("by_sample_part", "vs_replaced", "fresh_test_sample") if k in merged}
 
 
 def main() -> None:

@@ -44,12 +44,19 @@ import torch  # noqa: E402
 from shoprec.ranker import evaluate_ranker, load_config  # noqa: E402
 from shoprec.ranker.config import PseudoLabelSettings  # noqa: E402
 from shoprec.ranker.models import save_model  # noqa: E402
-from shoprec.ranker.train import encoder_tokenizer, fit_cross_encoder, pseudo_label_rounds, training_groups  # noqa: E402
+from shoprec.ranker.train import fit_cross_encoder, pseudo_label_rounds, training_groups  # noqa: E402
 
 log = logging.getLogger("bench.ranker_pseudolabel")
 REPO = Path(__file__).resolve().parent.parent
 METRICS = ("auc", "logloss", "search_auc", "search_ndcg@10")
 DEFAULT_VARIANTS = {"hard": {}, "soft": {"label": "soft"}}
+
+
+def tokenizer_of(cfg):
+    """The encoder's tokenizer (what the library's private ``_tokenizer`` returns; public names only here)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(cfg.encoder_dir())
 
 
 def shop_features(work: Path) -> Path:
@@ -112,6 +119,59 @@ def train_control(cfg, feats: Path, d: Path, epochs: int, tok) -> dict:
             "best_epoch": summ["best_epoch"], "optimizer_steps": summ["optimizer_steps"]}
 
 
+def seed_config(a, seed: int):
+    return load_config(a.recipe, seed=seed, threads=a.threads, train_bi_encoder=False, max_eval_pairs=0,
+                       fit={"seed": seed, "threads": a.threads, "progress": False})
+
+
+def append_controls(a, feats: Path, work: Path, command: str, t_all: float, c_all: float) -> None:
+    """Only train the controls and add them to the results already in --out."""
+    res = json.loads(Path(a.out).read_text())
+    res["command_control"] = command
+    for row in res["seeds"]:
+        cfg = seed_config(a, row["seed"])
+        row["control"] = train_control(cfg, feats, work / f"seed{row['seed']}", a.control_epochs, tokenizer_of(cfg))
+        log.info("seed %d control: %s", row["seed"], row["control"])
+        res["mean"] = {name: summarise(res["seeds"], name) for name in res["settings"]}
+        res["control_seconds"] = time.perf_counter() - t_all
+        res["control_cpu_seconds"] = time.process_time() - c_all
+        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+
+
+def run_seed(a, seed: int, feats: Path, work: Path, variants: dict) -> dict:
+    """Teacher, one student per variant and the control for one seed; the row of the results file."""
+    t0 = time.perf_counter()
+    cfg = seed_config(a, seed)
+    tok = tokenizer_of(cfg)
+    torch.manual_seed(seed)
+    train, valid = training_groups(feats, cfg)
+    d = work / f"seed{seed}"
+    shutil.rmtree(d, ignore_errors=True)  # the trainer resumes from checkpoints it finds: start clean
+    teacher, t_sum = fit_cross_encoder(cfg, train, valid, d / "work-teacher", tokenizer=tok)
+    save_model(teacher, d / "teacher", cfg)
+    row = {"seed": seed, "train_pairs": sum(map(len, train)), "valid_pairs": sum(map(len, valid)),
+           "teacher_valid": t_sum["best_" + cfg.fit.metric], "teacher_optimizer_steps": t_sum["optimizer_steps"],
+           "teacher": evaluate(d / "teacher", feats), "variants": {}}
+    for name, settings in variants.items():
+        vcfg = replace(cfg, pseudo_label=PseudoLabelSettings(**{**settings, "enabled": True}))
+        model, _, rec = pseudo_label_rounds(vcfg, teacher, t_sum, train, valid, feats, d / f"work-{name}",
+                                            tokenizer=tok, keep_students=True)
+        student = model if rec["kept"] == "student" else rec["students"][0]
+        save_model(student, d / name, vcfg)
+        v = {k: val for k, val in rec["rounds"][0].items() if k != "round"}
+        v["student"] = evaluate(d / name, feats)
+        v["gated"] = v["student"] if v["kept"] == "student" else row["teacher"]
+        row["variants"][name] = v
+        log.info("seed %d %s: teacher %s | student %s | kept %s (valid %s %.4f -> %.4f)", seed, name,
+                 row["teacher"], v["student"], v["kept"], cfg.fit.metric, v["teacher_valid"], v["student_valid"])
+    if a.control_epochs:
+        row["control"] = train_control(cfg, feats, d, a.control_epochs, tok)
+    row["seconds"] = time.perf_counter() - t0
+    for w in d.glob("work-*"):
+        shutil.rmtree(w, ignore_errors=True)
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -142,50 +202,10 @@ def main(argv: list[str] | None = None) -> None:
                  "seeds": []}
     t_all, c_all = time.perf_counter(), time.process_time()
     if a.append_control:
-        res = json.loads(Path(a.out).read_text())
-        res["command_control"] = command
-        for row in res["seeds"]:
-            cfg = load_config(a.recipe, seed=row["seed"], threads=a.threads, train_bi_encoder=False,
-                              max_eval_pairs=0, fit={"seed": row["seed"], "threads": a.threads, "progress": False})
-            row["control"] = train_control(cfg, feats, work / f"seed{row['seed']}", a.control_epochs, encoder_tokenizer(cfg))
-            log.info("seed %d control: %s", row["seed"], row["control"])
-            res["mean"] = {name: summarise(res["seeds"], name) for name in res["settings"]}
-            res["control_seconds"] = time.perf_counter() - t_all
-            res["control_cpu_seconds"] = time.process_time() - c_all
-            Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+        append_controls(a, feats, work, command, t_all, c_all)
         return
     for seed in a.seeds:
-        t0 = time.perf_counter()
-        cfg = load_config(a.recipe, seed=seed, threads=a.threads, train_bi_encoder=False, max_eval_pairs=0,
-                          fit={"seed": seed, "threads": a.threads, "progress": False})
-        tok = encoder_tokenizer(cfg)
-        torch.manual_seed(seed)
-        train, valid = training_groups(feats, cfg)
-        d = work / f"seed{seed}"
-        shutil.rmtree(d, ignore_errors=True)  # the trainer resumes from checkpoints it finds: start clean
-        teacher, t_sum = fit_cross_encoder(cfg, train, valid, d / "work-teacher", tokenizer=tok)
-        save_model(teacher, d / "teacher", cfg)
-        row = {"seed": seed, "train_pairs": sum(map(len, train)), "valid_pairs": sum(map(len, valid)),
-               "teacher_valid": t_sum["best_" + cfg.fit.metric], "teacher_optimizer_steps": t_sum["optimizer_steps"],
-               "teacher": evaluate(d / "teacher", feats), "variants": {}}
-        for name, settings in variants.items():
-            vcfg = replace(cfg, pseudo_label=PseudoLabelSettings(**{**settings, "enabled": True}))
-            model, _, rec = pseudo_label_rounds(vcfg, teacher, t_sum, train, valid, feats, d / f"work-{name}",
-                                                tokenizer=tok, keep_students=True)
-            student = model if rec["kept"] == "student" else rec["students"][0]
-            save_model(student, d / name, vcfg)
-            v = {k: val for k, val in rec["rounds"][0].items() if k != "round"}
-            v["student"] = evaluate(d / name, feats)
-            v["gated"] = v["student"] if v["kept"] == "student" else row["teacher"]
-            row["variants"][name] = v
-            log.info("seed %d %s: teacher %s | student %s | kept %s (valid %s %.4f -> %.4f)", seed, name,
-                     row["teacher"], v["student"], v["kept"], cfg.fit.metric, v["teacher_valid"], v["student_valid"])
-        if a.control_epochs:
-            row["control"] = train_control(cfg, feats, d, a.control_epochs, tok)
-        row["seconds"] = time.perf_counter() - t0
-        for w in d.glob("work-*"):
-            shutil.rmtree(w, ignore_errors=True)
-        res["seeds"].append(row)
+        res["seeds"].append(run_seed(a, seed, feats, work, variants))
         res["settings"] = {name: asdict(PseudoLabelSettings(**{**s, "enabled": True})) for name, s in variants.items()}
         res["mean"] = {name: summarise(res["seeds"], name) for name in variants}
         res["total_seconds"], res["total_cpu_seconds"] = time.perf_counter() - t_all, time.process_time() - c_all

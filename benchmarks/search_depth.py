@@ -6,7 +6,7 @@
 The search path is the server's: BM25 top 100 and bi-encoder top 100 fused as the ranker's ``search``
 settings say (``SearchSettings``: z-scored score sum by default, or reciprocal rank), the first ``depth``
 re-ranked by the cross-encoder (blended with the fused score by ``rerank_weight``) (:class:`shoprec.ranker.search.SearchIndex`, loaded
-the way ``shoprec serve`` loads it: :func:`shoprec.serving.search.load_search_ranker`, int8 cross-encoder,
+the way ``shoprec serve`` loads it: :func:`shoprec.serving.app.load_search_ranker`, int8 cross-encoder,
 float32 bi-encoder). Depths 0 (fused order, no cross-encoder), 10, 20 and 50, plus the float32
 cross-encoder at depth 20 (and optionally shorter pairs, ``--pair-max-len``).
 
@@ -206,7 +206,7 @@ def serve_latency(args, model_dir: Path, ranker_dir: Path, index_dir: Path, quer
 
 
 # ------------------------------------------------------------------ main
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--from-work", default=".shoprec/ranker/bench-hd",
                     help="benchmarks/ranker.py's --work folder: lora-cross/cross, lora-bi/bi, lora-bi-vectors.npy.")
@@ -228,83 +228,65 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--torch-threads", type=int, default=None, help="Server's --torch-threads (default: its own).")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--no-serve-json", action="store_true", help="Leave benchmarks/results/serve.json alone.")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    import torch
+    return ap.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    depths = [int(d) for d in args.depths.split(",")]
+
+def pick(given: str | None, *candidates: Path) -> Path:
+    """The flag if given, else the first candidate that exists (else the last, reported as missing)."""
+    return Path(given) if given else next((c for c in candidates if c.exists()), candidates[-1])
+
+
+def model_paths(args) -> tuple[Path, Path, Path]:
+    """Cross-encoder, bi-encoder and vectors: saved folders (benchmarks/ranker.py --save-dir) first, then its
+    training checkpoints (--work)."""
     src = Path(args.from_work)
-
-    def pick(given: str | None, *candidates: Path) -> Path:
-        """The flag if given, else the first candidate that exists (else the last, reported as missing)."""
-        return Path(given) if given else next((c for c in candidates if c.exists()), candidates[-1])
-
-    # saved folders (benchmarks/ranker.py --save-dir) first, then its training checkpoints (--work)
     cross = pick(args.cross, src / "ranker", src / "lora-cross" / "config.json", src / "lora-cross" / "cross")
     cross = cross.parent if cross.name == "config.json" else cross
     bi = pick(args.bi, src / "ranker" / "bi_encoder", src / "lora-bi" / "config.json", src / "lora-bi" / "bi")
     bi = bi.parent if bi.name == "config.json" else bi
-    vectors = pick(args.vectors, src / "lora-bi-vectors.npy")
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    return cross, bi, pick(args.vectors, src / "lora-bi-vectors.npy")
 
-    from shoprec.ranker.search import SearchIndex
-    from shoprec.serving.search import load_search_ranker
 
-    df, uids, titles = load_homedepot()
-    ranker_dir = export_ranker(cross, bi if bi.exists() else None, work / "ranker", args)
-    index_dir = build_index(work / "index", uids, titles, load_search_ranker(str(ranker_dir), int8=False),
-                            vectors if vectors.exists() else None, ranker_dir)
+def relevant_test_queries(df, uids) -> tuple[list[str], list[dict[int, float]]]:
+    """Test queries with a relevant product and their judged products (corpus position -> relevance)."""
     test_df = df[df["split"] == "test"]
     pos = {u: i for i, u in enumerate(uids)}
     judged = [{pos[u]: r for u, r in zip(g["product_uid"], g["relevance"])}
               for _, g in test_df.groupby("search_term", sort=True)]
     test_q = sorted(test_df["search_term"].unique())
     keep = [i for i, j in enumerate(judged) if max(j.values()) >= RELEVANT]
-    rq, rj = [test_q[i] for i in keep], [judged[i] for i in keep]
-    meta = json.loads((ranker_dir / "config.json").read_text())["ranker"]
-    res: dict = {
-        "command": " ".join(["python benchmarks/search_depth.py", *(argv if argv is not None else sys.argv[1:])]),
-        "models": {"cross": str(cross), "bi": str(bi), "vectors": str(vectors), "exported": str(ranker_dir),
-                   "index": str(index_dir), "pair_max_len": meta["max_len"], "bi_max_len": meta["bi_max_len"]},
-        "data": {"products": len(uids), "test_queries_with_relevant": len(rq)},
-        "quality": {}, "latency": {},
-        "setup": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                  "quality": "in process, same SearchIndex.fused + SearchIndex.rerank calls as the server; "
-                             f"torch threads {args.threads}",
-                  "latency": "HTTP keep-alive client of benchmarks/serve.py, concurrency 1, k=10, "
-                             "shoprec serve default threads (torch threads = cores // 2)",
-                  "retrieval": "BM25 + bi-encoder candidates fused and re-ranked as the ranker config's search "
-                               "settings say (search_settings); cross-encoder relevance head"},
-        "search_settings": meta.get("search"),
-    }
-    out_path = Path(args.out)
+    return [test_q[i] for i in keep], [judged[i] for i in keep]
 
-    def save():
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(res, indent=2) + "\n")
 
+def variants_of(depths: list[int], pair_max_len: list[int]) -> list[tuple[str, int, list[str]]]:
+    """(name, depth, extra server flags): int8 at every depth, fp32 at 20, int8 on shorter pairs at 20."""
     variants = [("int8", d, []) for d in depths] + [("fp32", 20, ["--no-int8"])]
-    variants += [(f"int8-len{n}", 20, ["--pair-max-len", str(n)]) for n in args.pair_max_len]
+    return variants + [(f"int8-len{n}", 20, ["--pair-max-len", str(n)]) for n in pair_max_len]
 
-    # ---- quality, all test queries, in process
-    if not args.skip_quality:
-        qn = args.quality_queries or len(rq)
-        for name, depth, extra in variants:
-            if name == "fp32" or name.startswith("int8-len") or name == "int8" and depth == depths[0]:
-                r = load_search_ranker(str(ranker_dir), int8=name != "fp32",
-                                       pair_max_len=int(extra[1]) if name.startswith("int8-len") else None)
-                index = SearchIndex.load(index_dir, r)
-                if name != "fp32":  # as shoprec serve: --int8 also scores products with int8 vectors
-                    index.quantize_vectors()
-            t = time.perf_counter()
-            row = quality(index, rq[:qn], rj[:qn], depth)
-            res["quality"][f"{name}@{depth}"] = {**row, "seconds": round(time.perf_counter() - t, 1)}
-            log.info("quality %s depth %d: %s", name, depth, res["quality"][f"{name}@{depth}"])
-            save()
 
-    # ---- latency over HTTP, one server per cross-encoder variant
+def measure_quality(res: dict, args, variants, ranker_dir: Path, index_dir: Path, rq, rj, save) -> None:
+    """All test queries (or --quality-queries), in process, the server's calls."""
+    from shoprec.ranker.search import SearchIndex
+    from shoprec.serving.search import load_search_ranker
+
+    qn = args.quality_queries or len(rq)
+    first_depth = variants[0][1]
+    for name, depth, extra in variants:
+        if name == "fp32" or name.startswith("int8-len") or name == "int8" and depth == first_depth:
+            r = load_search_ranker(str(ranker_dir), int8=name != "fp32",
+                                   pair_max_len=int(extra[1]) if name.startswith("int8-len") else None)
+            index = SearchIndex.load(index_dir, r)
+            if name != "fp32":  # as shoprec serve: --int8 also scores products with int8 vectors
+                index.quantize_vectors()
+        t = time.perf_counter()
+        row = quality(index, rq[:qn], rj[:qn], depth)
+        res["quality"][f"{name}@{depth}"] = {**row, "seconds": round(time.perf_counter() - t, 1)}
+        log.info("quality %s depth %d: %s", name, depth, res["quality"][f"{name}@{depth}"])
+        save()
+
+
+def measure_latency(res: dict, args, variants, work: Path, ranker_dir: Path, index_dir: Path, rq, save) -> None:
+    """Over HTTP, one server per cross-encoder variant."""
     model_dir = tiny_recommender(work / "rec")
     rng = np.random.default_rng(0)
     lat_q = [rq[i] for i in rng.permutation(len(rq))[:args.latency_queries]]
@@ -319,7 +301,9 @@ def main(argv: list[str] | None = None) -> dict:
             res["latency"][f"{name}@{d}"] = row
         save()
 
-    # ---- the table and the target
+
+def results_table(res: dict, variants) -> tuple[list[dict], dict]:
+    """One row per variant (quality and latency side by side) and the p99 target at depth 20."""
     table = []
     for name, depth, _ in variants:
         key = f"{name}@{depth}"
@@ -327,21 +311,79 @@ def main(argv: list[str] | None = None) -> dict:
         table.append({"cross_encoder": name, "rerank_depth": depth, "ndcg@10": q.get("ndcg@10"),
                       "recall@100": q.get("recall@100"), "mrr@10": q.get("mrr@10"), "p50_ms": lat.get("p50_ms"),
                       "p99_ms": lat.get("p99_ms"), "server_cpu_ms_per_request": lat.get("server_cpu_ms_per_request")})
-    res["table"] = table
     p99 = res["latency"].get("int8@20", {}).get("p99_ms")
-    res["target"] = {"check": f"p99_ms at depth 20 (int8, concurrency 1) <= {TARGET_P99_MS:g}", "p99_ms": p99,
-                     "met": None if p99 is None else p99 <= TARGET_P99_MS}
+    target = {"check": f"p99_ms at depth 20 (int8, concurrency 1) <= {TARGET_P99_MS:g}", "p99_ms": p99,
+              "met": None if p99 is None else p99 <= TARGET_P99_MS}
+    return table, target
+
+
+def update_serve_json(res: dict, meta: dict, path: Path = SERVE_RESULT) -> None:
+    """serve.json's search endpoint row: the int8 depth-20 latency of this run."""
+    serve = json.loads(path.read_text())
+    lat = res["latency"]["int8@20"]
+    serve.setdefault("endpoints", {}).setdefault("search", {})["shoprec-homedepot-rerank20"] = {
+        **{k: lat.get(k) for k in ("p50_ms", "p99_ms", "rps_c1", "rps_c16", "p50_ms_c16", "p99_ms_c16")},
+        "note": "54,667 Home Depot products, BM25 + bi-encoder candidates fused, top 20 re-ranked by the int8 "
+                f"cross-encoder (search settings {meta.get('search')})",
+        "source": "benchmarks/results/search-homedepot.json", "command": res["command"]}
+    path.write_text(json.dumps(serve, indent=2) + "\n")
+
+
+def describe(argv, args, paths: dict, n_products: int, n_queries: int, meta: dict) -> dict:
+    import torch
+
+    return {
+        "command": " ".join(["python benchmarks/search_depth.py", *(argv if argv is not None else sys.argv[1:])]),
+        "models": {**paths, "pair_max_len": meta["max_len"], "bi_max_len": meta["bi_max_len"]},
+        "data": {"products": n_products, "test_queries_with_relevant": n_queries},
+        "quality": {}, "latency": {},
+        "setup": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                  "quality": "in process, same SearchIndex.fused + SearchIndex.rerank calls as the server; "
+                             f"torch threads {args.threads}",
+                  "latency": "HTTP keep-alive client of benchmarks/serve.py, concurrency 1, k=10, "
+                             "shoprec serve default threads (torch threads = cores // 2)",
+                  "retrieval": "BM25 + bi-encoder candidates fused and re-ranked as the ranker config's search "
+                               "settings say (search_settings); cross-encoder relevance head"},
+        "search_settings": meta.get("search"),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    import torch
+
+    from shoprec.serving.search import load_search_ranker
+
+    torch.set_num_threads(args.threads)
+    depths = [int(d) for d in args.depths.split(",")]
+    cross, bi, vectors = model_paths(args)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    df, uids, titles = load_homedepot()
+    ranker_dir = export_ranker(cross, bi if bi.exists() else None, work / "ranker", args)
+    index_dir = build_index(work / "index", uids, titles, load_search_ranker(str(ranker_dir), int8=False),
+                            vectors if vectors.exists() else None, ranker_dir)
+    rq, rj = relevant_test_queries(df, uids)
+    meta = json.loads((ranker_dir / "config.json").read_text())["ranker"]
+    paths = {"cross": str(cross), "bi": str(bi), "vectors": str(vectors), "exported": str(ranker_dir),
+             "index": str(index_dir)}
+    res = describe(argv, args, paths, len(uids), len(rq), meta)
+    out_path = Path(args.out)
+
+    def save():
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(res, indent=2) + "\n")
+
+    variants = variants_of(depths, args.pair_max_len)
+    if not args.skip_quality:
+        measure_quality(res, args, variants, ranker_dir, index_dir, rq, rj, save)
+    measure_latency(res, args, variants, work, ranker_dir, index_dir, rq, save)
+    res["table"], res["target"] = results_table(res, variants)
     save()
     if not args.no_serve_json and SERVE_RESULT.exists() and "int8@20" in res["latency"]:
-        serve = json.loads(SERVE_RESULT.read_text())
-        lat = res["latency"]["int8@20"]
-        serve.setdefault("endpoints", {}).setdefault("search", {})["shoprec-homedepot-rerank20"] = {
-            **{k: lat.get(k) for k in ("p50_ms", "p99_ms", "rps_c1", "rps_c16", "p50_ms_c16", "p99_ms_c16")},
-            "note": "54,667 Home Depot products, BM25 + bi-encoder candidates fused, top 20 re-ranked by the int8 "
-                    f"cross-encoder (search settings {meta.get('search')})",
-            "source": "benchmarks/results/search-homedepot.json", "command": res["command"]}
-        SERVE_RESULT.write_text(json.dumps(serve, indent=2) + "\n")
-    for row in table:
+        update_serve_json(res, meta)
+    for row in res["table"]:
         log.info("%-10s depth %2d  NDCG@10 %s  R@100 %s  p50 %s  p99 %s ms", row["cross_encoder"], row["rerank_depth"],
                  row["ndcg@10"], row["recall@100"], row["p50_ms"], row["p99_ms"])
     log.info("target %s", res["target"])

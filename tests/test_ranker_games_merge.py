@@ -14,6 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import ranker_games_merge as rgm  # noqa: E402
 
+from shoprec.metrics import MISS  # noqa: E402
+
 N_USERS, N_ITEMS, DEPTH, SEED, WEIGHT = 120, 300, 50, 0, 0.4
 
 
@@ -24,17 +26,17 @@ def ndcg(rank: int) -> float:
 def blend_rank(top, target, seq_scores, ce_scores) -> int:
     """Independent of the module: the target's 0-based place when the list is sorted by the blend, ties against it."""
     if target not in top:
-        return N_ITEMS
+        return MISS
     z = lambda x: (x - x.mean()) / (x.std() + 1e-9)  # noqa: E731
     b = WEIGHT * z(seq_scores.astype(np.float64)) + (1 - WEIGHT) * z(ce_scores)
     t = b[list(top).index(target)]
     return int((b >= t).sum()) - 1
 
 
-def make_run(tmp_path: Path, n_test: int, data_seed: int = 7):
+def make_run(tmp_path: Path, n_test: int, data_seed: int = 7, start: int = 0):
     tmp_path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(data_seed)
-    users = sorted(int(u) for u in np.random.default_rng(SEED).permutation(N_USERS)[:n_test])
+    users = sorted(int(u) for u in np.random.default_rng(SEED).permutation(N_USERS)[start:start + n_test])
     top = np.stack([rng.choice(np.arange(1, N_ITEMS + 1), DEPTH, replace=False) for _ in users])
     inside = rng.random(len(users)) < 0.6
     target = np.where(inside, top[np.arange(len(users)), rng.integers(0, DEPTH, len(users))], 0)
@@ -47,7 +49,7 @@ def make_run(tmp_path: Path, n_test: int, data_seed: int = 7):
                         test_top=top, test_top_scores=top_scores, **{"test_cross-encoder": ce})
     seq = [ndcg(int(r)) for r in rank]
     blend = [ndcg(blend_rank(top[i], target[i], top_scores[i], ce[i])) for i in range(len(users))]
-    run = {"command": "run", "sampling": {"seed": SEED, "test_users": n_test},
+    run = {"command": "run", "sampling": {"seed": SEED, "test_users": n_test, **({"test_start": start} if start else {})},
            "dataset": {"users": N_USERS, "items": N_ITEMS}, "notes": ["run note"],
            "rerank": {"seqrec": {"ndcg@10": float(np.mean(seq))},
                       rgm.BLEND: {"ndcg@10": float(np.mean(blend)), "seqrec_weight": WEIGHT}}}
@@ -114,3 +116,16 @@ def test_vs_replaced_refuses_users_missing_from_this_run(tmp_path):
     old_run, old_work, *_ = make_run(tmp_path / "old", 40, data_seed=11)
     with pytest.raises(SystemExit, match="not in this run"):
         rgm.vs_replaced(run, rgm.load_scores(work), old_run, rgm.load_scores(old_work))
+
+
+def test_a_fresh_test_sample_is_merged_without_comparing_users(tmp_path):
+    """Test users past the replaced run's (--test-start): disjoint, so there are no parts and no paired blends."""
+    run, work, *_ = make_run(tmp_path / "new", 30, start=50)
+    out = tmp_path / "result.json"
+    out.write_text(json.dumps({"command": "old", "sampling": {"seed": SEED, "test_users": 40}, "notes": []}))
+    got = rgm.merge(tmp_path / "new" / "run.json", work, out, "replaced run", [], "cmd")
+    assert got == {"fresh_test_sample": {"test_start": 50, "replaced_test_users": [0, 40],
+                                         "what": "this run's test users are disjoint from the replaced run's"}}
+    out.write_text(json.dumps({"command": "old", "sampling": {"seed": SEED, "test_users": 60}, "notes": []}))
+    with pytest.raises(SystemExit, match="not a fresh sample"):
+        rgm.merge(tmp_path / "new" / "run.json", work, out, "replaced run", [], "cmd")

@@ -33,6 +33,7 @@ def load_benchmark():
     def load(name: str):
         spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
         mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # dataclasses defined in the script look their module up there
         spec.loader.exec_module(mod)
         return mod
 

@@ -314,15 +314,13 @@ def test_real_minilm_lora_few_steps(tmp_path):
 
 @pytest.mark.slow
 def test_train_ranker_under_torchrun_two_processes(tiny_base, tmp_path):
-    """The ranker trains with 2 gloo DDP workers through the shared trainer (python -m shoprec.ranker.train),
-    pseudo-labelling included (rank 0's pseudo-labels are broadcast, both ranks train the same student)."""
+    """The ranker trains with 2 gloo DDP workers through the shared trainer (python -m shoprec.ranker.train)."""
     import subprocess
     import sys
 
     feats = shop_features(tmp_path / "features", n_queries=30)
     cfg = {"base_model": tiny_base, "max_len": 16, "bi_max_len": 12, "lora": {"r": 4, "alpha": 8}, "threads": 1,
-           "fit": {"epochs": 1, "batch_size": 4, "progress": False}, "bi_fit": {"epochs": 1, "batch_size": 8, "progress": False},
-           "pseudo_label": {"enabled": True, "pool_per_query": 4, "max_pairs": 20}}
+           "fit": {"epochs": 1, "batch_size": 4, "progress": False}, "bi_fit": {"epochs": 1, "batch_size": 8, "progress": False}}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
            "shoprec.ranker.train", "--features", str(feats), "--out", str(tmp_path / "m"), "--overrides", json.dumps(cfg)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
@@ -330,44 +328,13 @@ def test_train_ranker_under_torchrun_two_processes(tiny_base, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert summary["cross"]["world_size"] == 2 and summary["bi"]["world_size"] == 2
-    (r,) = summary["pseudo_label"]["rounds"]
-    assert r["pseudo_pairs"] > 0 and r["student_valid"] is not None and r["kept"] in ("student", "teacher")
     assert load_ranker(tmp_path / "m").score(["kettle"], ["acme kettle s"]).shape == (1,)
 
 
-# ------------------------------------------------------------------ pseudo-labelling
-def test_pseudo_label_settings_round_trip(tmp_path):
-    from shoprec.ranker import load_config
-    from shoprec.ranker.config import PseudoLabelSettings
+# ------------------------------------------------------------------ weighted losses
+def test_pair_weights_scale_the_click_and_listwise_losses():
+    from shoprec.ranker.train import _masked, listwise_loss
 
-    cfg = RankerConfig(pseudo_label=PseudoLabelSettings(enabled=True, label="soft", weight=0.3, rounds=2,
-                                                        positive_fraction=0.2, max_pairs=50, min_gain=0.01))
-    again = RankerConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
-    assert again.pseudo_label == cfg.pseudo_label and isinstance(again.pseudo_label, PseudoLabelSettings)
-    assert RankerConfig().pseudo_label.enabled is False  # off by default
-    (tmp_path / "r.yaml").write_text("pseudo_label: {enabled: true, weight: 0.2}\n")
-    merged = load_config(tmp_path / "r.yaml", pseudo_label={"rounds": 3})
-    assert (merged.pseudo_label.enabled, merged.pseudo_label.weight, merged.pseudo_label.rounds) == (True, 0.2, 3)
-    with pytest.raises(ValueError):
-        PseudoLabelSettings(label="fuzzy")
-    with pytest.raises(ValueError):
-        PseudoLabelSettings(positive_fraction=0.7, negative_fraction=0.5)
-
-
-def test_pseudo_label_selection_and_weighted_loss():
-    from shoprec.ranker.train import _masked, listwise_loss, select_pseudo_labels
-
-    pool = [(f"q{i % 3}", f"t{i}") for i in range(20)]
-    prob = np.linspace(0.9, 0.0, 20)
-    cfg = RankerConfig.from_dict({"pseudo_label": {"positive_fraction": 0.1, "negative_fraction": 0.5}})
-    df = select_pseudo_labels(pool, prob, cfg)
-    assert list(df.loc[df["side"] == "pos", "title"]) == ["t0", "t1"]
-    assert set(df.loc[df["side"] == "neg", "title"]) == {f"t{i}" for i in range(10, 20)}
-    assert set(df["click"]) == {0.0, 1.0}
-    cfg.pseudo_label.max_pairs, cfg.pseudo_label.label = 6, "soft"
-    df = select_pseudo_labels(pool, prob, cfg)
-    assert len(df) == 6 and (df["side"] == "pos").sum() == 1  # both sides shrunk in proportion
-    np.testing.assert_allclose(df["click"], df["teacher_prob"])
     # all-ones weights give the plain mean; a zero weight removes a pair from the loss
     pred, target = torch.tensor([0.3, -1.0, 2.0]), torch.tensor([1.0, 0.0, float("nan")])
     bce = torch.nn.functional.binary_cross_entropy_with_logits
@@ -376,69 +343,3 @@ def test_pseudo_label_selection_and_weighted_loss():
     s, y, g = torch.tensor([2.0, 0.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 1.0, 0.0]), torch.tensor([0, 0, 1, 1])
     one = listwise_loss(s[:2], y[:2], g[:2])
     assert float(listwise_loss(s, y, g, weight=torch.tensor([1.0, 1.0, 0.0, 0.0]))) == pytest.approx(float(one))
-
-
-def _pl_cfg(tiny_base, **pseudo):
-    return {"base_model": tiny_base, "max_len": 16, "lora": {"r": 4, "alpha": 8}, "train_bi_encoder": False,
-            "listwise_weight": 0.5, "max_eval_pairs": 200,
-            "fit": {"epochs": 1, "batch_size": 4, "lr": 2e-3, "progress": False},
-            "pseudo_label": {"enabled": True, "pool_per_query": 6, "max_pairs": 60, **pseudo}}
-
-
-def test_pseudo_labelling_trains_a_student_and_records_the_decision(tiny_base, tmp_path):
-    from shoprec.ranker.train import unlabelled_pool
-
-    feats = shop_features(tmp_path / "features")
-    # min_gain -1: any student beats its teacher, so both rounds keep theirs (round 1's teacher is round 0's student)
-    summary = train_ranker(feats, tmp_path / "model", _pl_cfg(tiny_base, rounds=2, min_gain=-1.0, label="soft"))
-    rec = summary["pseudo_label"]
-    assert rec["kept"] == "student" and [r["kept"] for r in rec["rounds"]] == ["student", "student"]
-    r0, r1 = rec["rounds"]
-    for r in rec["rounds"]:
-        assert 0 < r["pseudo_pairs"] <= 60
-    assert r1["teacher_valid"] == pytest.approx(r0["student_valid"])
-    assert summary["cross"]["best_auc"] == pytest.approx(r1["student_valid"])  # the kept model's summary
-    saved = json.loads((tmp_path / "model" / "metrics.json").read_text())
-    assert saved["pseudo_label"]["rounds"] == json.loads(json.dumps(rec["rounds"]))
-    # pseudo-labels come only from training-split queries and never from a shown (labelled) pair
-    labels = pd.read_parquet(tmp_path / "model" / "pseudo_labels.parquet")
-    sp = pd.read_parquet(feats / "search_pairs.parquet")
-    cfg = RankerConfig.from_dict(saved["config"])
-    split = split_keys(list(sp["query"]), cfg.seed, cfg.valid_fraction, cfg.test_fraction)
-    assert len(labels) == r0["pseudo_pairs"] + r1["pseudo_pairs"] and set(labels["round"]) == {0, 1}
-    assert {split[q] for q in labels["query"]} == {"train"}
-    assert not set(zip(labels["query"], labels["title"])) & set(zip(sp["query"], sp["title"]))
-    pool = unlabelled_pool(feats, cfg, 1)
-    assert {split[q] for q, _ in pool} == {"train"} and 0 < len(pool) <= 6 * sum(v == "train" for v in split.values())
-    assert not set(pool) & set(zip(sp["query"], sp["title"]))
-    # the validation figures: round 0's teacher is the plain fit (same seed, refitted here); the kept
-    # student's is the AUC (sklearn) of the saved model on the validation pairs (one epoch: best is last; abs 1e-3
-    # allows one near-tie flipped by the rounding of the LoRA merge)
-    from sklearn.metrics import roc_auc_score
-
-    from shoprec.ranker.train import training_groups
-
-    train, valid = training_groups(feats, cfg)
-    torch.manual_seed(cfg.seed)
-    _, teacher = fit_cross_encoder(cfg, train, valid, tmp_path / "teacher")
-    assert r0["teacher_valid"] == pytest.approx(teacher["best_auc"], abs=1e-9)
-    pairs = [p for g in valid for p in g]
-    prob = load_ranker(tmp_path / "model").score([p.a for p in pairs], [p.b for p in pairs])
-    assert r1["student_valid"] == pytest.approx(roc_auc_score([p.click for p in pairs], np.clip(prob, 1e-6, 1 - 1e-6)),
-                                                abs=1e-3)
-    assert load_ranker(tmp_path / "model").score(["kettle"], ["acme kettle s"]).shape == (1,)
-
-
-def test_pseudo_labelling_keeps_the_teacher_unless_validation_improves(tiny_base, tokenizer, tmp_path):
-    from shoprec.ranker.train import pseudo_label_rounds, shop_groups
-
-    feats = shop_features(tmp_path / "features", n_queries=40)
-    cfg = RankerConfig.from_dict(_pl_cfg(tiny_base, min_gain=2.0))  # no AUC gain can exceed 2
-    data = shop_groups(feats, cfg)
-    teacher, t_summary = fit_cross_encoder(cfg, data["train"], data["valid"], tmp_path / "t", tokenizer=tokenizer)
-    model, summary, rec = pseudo_label_rounds(cfg, teacher, t_summary, data["train"], data["valid"], feats,
-                                              tmp_path / "w", tokenizer=tokenizer, keep_students=True)
-    assert model is teacher and summary is t_summary and rec["kept"] == "teacher"
-    (r,) = rec["rounds"]
-    assert r["kept"] == "teacher" and r["teacher_valid"] == t_summary["best_auc"] and r["student_valid"] is not None
-    assert len(rec["students"]) == 1 and rec["students"][0] is not teacher

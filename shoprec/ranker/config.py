@@ -69,53 +69,6 @@ class SearchSettings:
 
 
 @dataclass
-class PseudoLabelSettings:
-    """Semi-supervised self-training of the cross-encoder on unlabelled (query, product) pairs.
-
-    The unlabelled pool is built from the training-split queries of ``search_pairs.parquet``: for each
-    query, catalogue products that were never shown for it in any search (so they have no click
-    outcome). The trained cross-encoder (the teacher) scores the pool; the most and least likely clicks
-    get pseudo-labels; a student is trained from the base model on the labelled pairs plus the
-    pseudo-labelled ones (the same trainer and recipe) and is kept only if its validation
-    ``fit.metric`` beats the teacher's by more than ``min_gain``. Validation and test queries never
-    enter the pool. Off by default: on the built-in shop the student's gain over the teacher came from its
-    extra optimizer steps, and more epochs on the labelled pairs alone did better
-    (``benchmarks/ranker_pseudolabel.py``, ``benchmarks/results/ranker-pseudolabel.json``).
-    """
-
-    enabled: bool = False
-    """Run the pseudo-labelling round(s) after the teacher is trained."""
-    pool_per_query: int = 8
-    """Unlabelled products drawn per training query: up to half share a word with the query (the lexical
-    candidates a search would retrieve but did not show), the rest are drawn from the whole catalogue."""
-    positive_fraction: float = 0.1
-    """The pool's top fraction by teacher click probability is pseudo-labelled clicked."""
-    negative_fraction: float = 0.4
-    """The pool's bottom fraction by teacher click probability is pseudo-labelled not clicked."""
-    max_pairs: int = 600
-    """Most pseudo-labelled pairs per round (both fractions shrunk in proportion; 0: no cap)."""
-    label: str = "hard"
-    """``hard``: kept pairs get click 1 (top) or 0 (bottom); ``soft``: they get the teacher's probability
-    (distillation). The purchase/relevance label stays empty (no loss)."""
-    weight: float = 0.5
-    """Loss weight of a pseudo-labelled pair (a labelled pair weighs 1) in the click and listwise losses."""
-    rounds: int = 1
-    """Teacher -> student rounds; a kept student is the next round's teacher; stops at the first round
-    whose student is not kept."""
-    min_gain: float = 0.0
-    """The student is kept only if its validation metric beats the teacher's by more than this."""
-
-    def __post_init__(self):
-        if self.label not in ("hard", "soft"):
-            raise ValueError(f"pseudo_label.label must be 'hard' or 'soft', not {self.label!r}")
-        if not (0 <= self.positive_fraction <= 1 and 0 <= self.negative_fraction <= 1
-                and self.positive_fraction + self.negative_fraction <= 1):
-            raise ValueError("pseudo_label fractions must be in [0, 1] and sum to at most 1")
-        if self.rounds < 1 or self.pool_per_query < 1 or self.weight < 0:
-            raise ValueError("pseudo_label.rounds and pool_per_query must be >= 1 and weight >= 0")
-
-
-@dataclass
 class RankerConfig:
     base_model: str = ""
     """Folder of the pretrained encoder (empty: the installed all-MiniLM-L6-v2)."""
@@ -137,8 +90,6 @@ class RankerConfig:
     """Weight of a listwise softmax loss over the candidates of one query (needs ``group`` ids in the data)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
-    pseudo_label: PseudoLabelSettings = field(default_factory=PseudoLabelSettings)
-    """Self-training on unlabelled (query, product) pairs, kept only if validation improves (off by default)."""
     fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=1, batch_size=32, lr=3e-4, metric="auc",
                                                             mode="max", patience=1))
     train_bi_encoder: bool = True
@@ -174,8 +125,6 @@ class RankerConfig:
             d["lora"] = LoraSettings(**d["lora"]) if isinstance(d["lora"], dict) else d["lora"]
         if "search" in d:
             d["search"] = SearchSettings(**d["search"]) if isinstance(d["search"], dict) else d["search"]
-        if isinstance(d.get("pseudo_label"), dict):
-            d["pseudo_label"] = PseudoLabelSettings(**d["pseudo_label"])
         for k in ("fit", "bi_fit"):
             if k in d and isinstance(d[k], dict):
                 d[k] = FitConfig.from_dict({**asdict(getattr(cls(), k)), **d[k]})

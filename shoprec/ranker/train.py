@@ -5,13 +5,7 @@ per shown product) or one shopper-history window with its clicked item and sampl
 (``click_samples.parquet``). A batch holds whole groups, so the optional listwise loss can compare a
 query's candidates with each other. Labels are ``click`` (0/1) and ``aux`` (purchase 0/1, or graded
 relevance scaled to [0, 1]); a NaN label gives no loss. A pair's ``weight`` scales its click and
-listwise losses (1 for logged pairs; :class:`~shoprec.ranker.config.PseudoLabelSettings` ``weight`` for
-pseudo-labelled ones).
-
-With ``RankerConfig.pseudo_label.enabled`` the trained cross-encoder is a teacher: it scores unlabelled
-(training query, never-shown product) pairs, its most and least confident predictions become pseudo-labels,
-and a student trained on labelled + pseudo-labelled pairs replaces it only if the validation metric improves
-(:func:`pseudo_label_rounds`; the decision and both figures are in ``metrics.json`` under ``pseudo_label``).
+listwise losses (1 for logged pairs; benchmarks/ranker_pseudolabel.py gives pseudo-labelled pairs less).
 
 Run under torchrun for DDP (``python -m torch.distributed.run --nproc_per_node=2 -m shoprec.ranker.train
 --features F --out M``) or call :func:`train_ranker` in one process.
@@ -286,126 +280,6 @@ def fit_bi_encoder(cfg: RankerConfig, pairs: list[tuple[str, str]], out_dir: str
     return model, summary
 
 
-# ------------------------------------------------------------------ pseudo-labelling
-def _words(text: str) -> set[str]:
-    return set(str(text).lower().split())
-
-
-def unlabelled_pool(features_dir: str | Path, cfg: RankerConfig, seed: int) -> list[tuple[str, str]]:
-    """(query, product title) pairs with no click outcome: for each training-split query of
-    ``search_pairs.parquet`` (split as in :func:`shop_groups`), catalogue products (``items.parquet`` plus
-    every shown title) never shown for that query in any search. Up to half of each query's
-    ``pool_per_query`` share a word with it, the rest are drawn from the whole catalogue; seeded."""
-    features_dir = Path(features_dir)
-    sp = pd.read_parquet(features_dir / "search_pairs.parquet", columns=["query", "title"])
-    split = split_keys(list(sp["query"]), cfg.seed, cfg.valid_fraction, cfg.test_fraction)
-    shown: dict[str, set[str]] = {}
-    for q, t in zip(sp["query"], sp["title"]):
-        shown.setdefault(q, set()).add(t)
-    titles = set(sp["title"])
-    items_path = features_dir / "items.parquet"
-    if items_path.exists():
-        titles |= set(pd.read_parquet(items_path, columns=["title"])["title"].astype(str))
-    catalogue = sorted(titles)
-    index = {t: i for i, t in enumerate(catalogue)}
-    by_word: dict[str, set[int]] = {}
-    for i, t in enumerate(catalogue):
-        for w in _words(t):
-            by_word.setdefault(w, set()).add(i)
-    rng = np.random.default_rng(seed)
-    n, pool = cfg.pseudo_label.pool_per_query, []
-    for q in sorted(k for k, v in split.items() if v == "train"):
-        taken = {index[t] for t in shown[q]}  # shown products have a click label: never in the pool
-        lexical = sorted(set().union(*(by_word.get(w, set()) for w in _words(q))) - taken)
-        take = [int(i) for i in rng.choice(lexical, size=min(len(lexical), n // 2), replace=False)] if lexical else []
-        taken.update(take)
-        want = min(n, len(catalogue) - len(taken) + len(take))
-        while len(take) < want:  # the rest uniformly from the catalogue, by rejection
-            i = int(rng.integers(len(catalogue)))
-            if i not in taken:
-                taken.add(i)
-                take.append(i)
-        pool += [(q, catalogue[i]) for i in take]
-    return pool
-
-
-def select_pseudo_labels(pool: list[tuple[str, str]], prob: np.ndarray, cfg: RankerConfig) -> pd.DataFrame:
-    """The pool's most and least likely clicks by teacher probability ``prob``, with their pseudo-label
-    (``hard``: 1/0; ``soft``: ``prob``): a frame of query, title, teacher_prob, click, side (pos/neg)."""
-    s = cfg.pseudo_label
-    n = len(pool)
-    n_pos, n_neg = int(round(s.positive_fraction * n)), int(round(s.negative_fraction * n))
-    if s.max_pairs and n_pos + n_neg > s.max_pairs:
-        scale = s.max_pairs / (n_pos + n_neg)
-        n_pos, n_neg = int(n_pos * scale), int(n_neg * scale)
-    order = np.argsort(-prob, kind="stable")
-    pos, neg = order[:n_pos], order[n - n_neg:] if n_neg else order[:0]
-    rows = [(pool[i][0], pool[i][1], float(prob[i]), side) for idx, side in ((pos, "pos"), (neg, "neg")) for i in idx]
-    df = pd.DataFrame(rows, columns=["query", "title", "teacher_prob", "side"])
-    df["click"] = df["teacher_prob"] if s.label == "soft" else (df["side"] == "pos").astype(float)
-    return df
-
-
-def pseudo_groups(labels: pd.DataFrame, weight: float) -> list[list[Pair]]:
-    """One group per query (sorted), so the listwise loss compares a query's pseudo-labelled products."""
-    return [[Pair(q, t, float(c), math.nan, weight) for t, c in zip(g["title"], g["click"])]
-            for q, g in labels.groupby("query", sort=True)]
-
-
-def pseudo_label_rounds(cfg: RankerConfig, teacher: CrossEncoder, teacher_summary: dict, train: list[list[Pair]],
-                        valid: list[list[Pair]], features_dir: str | Path, work_dir: str | Path, tokenizer=None,
-                        keep_students: bool = False) -> tuple[CrossEncoder, dict, dict]:
-    """Self-training after the teacher: per round, score :func:`unlabelled_pool` with the current model,
-    train a student on ``train`` + :func:`select_pseudo_labels`, keep it only if its best validation
-    ``cfg.fit.metric`` beats the current model's by more than ``min_gain``.
-
-    Returns (kept model, its fit summary, record). The record has per round the pool size, the number
-    of pseudo-labelled pairs (positives/negatives), ``teacher_valid`` and ``student_valid`` and ``kept``
-    (``student``/``teacher``); overall ``kept`` and ``labels`` (the pseudo-labelled frame of every round,
-    with its ``round``). With ``keep_students`` the record also holds the rejected ``students`` (for benchmarks).
-    """
-    s, tok = cfg.pseudo_label, tokenizer or encoder_tokenizer(cfg)
-    key = "best_" + cfg.fit.metric
-    sign = 1.0 if cfg.fit.mode == "max" else -1.0
-    model, summary = teacher, teacher_summary
-    record: dict = {"metric": cfg.fit.metric, "mode": cfg.fit.mode, "rounds": [], "kept": "teacher"}
-    frames, students = [], []
-    for r in range(s.rounds):
-        pool = unlabelled_pool(features_dir, cfg, cfg.seed + 7919 * (r + 1))
-        labels = None
-        if trainer.dist_env()[1] == 0:
-            prob = Ranker(model, tok, cfg).score([a for a, _ in pool], [b for _, b in pool], head="click")
-            labels = select_pseudo_labels(pool, prob, cfg)
-        labels = trainer.broadcast_from_rank0(labels)
-        labels["round"] = r
-        frames.append(labels)
-        torch.manual_seed(cfg.seed)  # the student starts from the teacher's initial heads and adapters
-        student, st_summary = fit_cross_encoder(cfg, train + pseudo_groups(labels, s.weight), valid,
-                                                Path(work_dir) / f"student{r}", tokenizer=tok)
-        t_val, s_val = summary.get(key), st_summary.get(key)
-        better = s_val is not None and t_val is not None and sign * (s_val - t_val) > s.min_gain
-        record["rounds"].append({
-            "round": r, "pool_pairs": len(pool), "pseudo_pairs": len(labels),
-            "pseudo_positives": int((labels["side"] == "pos").sum()),
-            "pseudo_negatives": int((labels["side"] == "neg").sum()),
-            "teacher_prob_mean": {side: float(g["teacher_prob"].mean()) for side, g in labels.groupby("side")},
-            "teacher_valid": t_val, "student_valid": s_val, "student_optimizer_steps": st_summary.get("optimizer_steps"),
-            "kept": "student" if better else "teacher"})
-        log.info("pseudo-labelling round %d: %d pool pairs, %d pseudo-labelled; validation %s teacher %.4f, "
-                 "student %.4f: keeping the %s", r, len(pool), len(labels), cfg.fit.metric, t_val, s_val,
-                 "student" if better else "teacher")
-        if not better:
-            if keep_students:
-                students.append(student)
-            break
-        model, summary = student, st_summary
-        record["kept"] = "student"
-    record["labels"] = pd.concat(frames, ignore_index=True)
-    if keep_students:
-        record["students"] = students
-    return model, summary, record
-
-
 def training_groups(features_dir: str | Path, cfg: RankerConfig) -> tuple[list[list[Pair]], list[list[Pair]]]:
     """The cross-encoder's training and validation groups: :func:`shop_groups`, subsampled to ``max_pairs``
     (validation to a quarter of it)."""
@@ -419,9 +293,7 @@ def train_ranker(features_dir: str | Path, out_dir: str | Path, config: RankerCo
 
     ``out_dir`` gets ``model.safetensors``/``config.json``/tokenizer files (cross-encoder, LoRA merged),
     ``bi_encoder/`` (same layout), ``search/`` (:class:`~shoprec.ranker.search.SearchIndex`) and
-    ``metrics.json`` (this summary; with ``pseudo_label.enabled`` its ``pseudo_label`` entry says which of
-    teacher and student was kept, with both validation figures) and then ``pseudo_labels.parquet`` (the
-    pseudo-labelled training pairs). Returns the summary on rank 0 (None on other ranks).
+    ``metrics.json`` (this summary). Returns the summary on rank 0 (None on other ranks).
     """
     from shoprec.ranker.search import SearchIndex
 
@@ -438,10 +310,6 @@ def train_ranker(features_dir: str | Path, out_dir: str | Path, config: RankerCo
         log.info("ranker: %d training pairs in %d groups, %d validation pairs", sum(map(len, train)), len(train),
                  sum(map(len, valid)))
     cross, cross_summary = fit_cross_encoder(cfg, train, valid, out / "work", tokenizer=tok)
-    pseudo = None
-    if cfg.pseudo_label.enabled:
-        cross, cross_summary, pseudo = pseudo_label_rounds(cfg, cross, cross_summary, train, valid, features_dir,
-                                                           out / "work", tokenizer=tok)
     bi_summary = None
     bi = None
     if cfg.train_bi_encoder:
@@ -459,12 +327,9 @@ def train_ranker(features_dir: str | Path, out_dir: str | Path, config: RankerCo
             "train_pairs": sum(map(len, train)), "valid_pairs": sum(map(len, valid)),
             "cross": {k: v for k, v in cross_summary.items() if k != "config"},
             "bi": {k: v for k, v in bi_summary.items() if k != "config"} if bi_summary else None,
-            "pseudo_label": {k: v for k, v in pseudo.items() if k != "labels"} if pseudo else None,
             "test": evaluate_ranker(out, features_dir),
             "seconds": time.perf_counter() - t0, "config": cfg.to_dict(),
         }
-        if pseudo:  # what the student was trained on, for audit (training queries only)
-            pseudo["labels"].to_parquet(out / "pseudo_labels.parquet", index=False)
         (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
         if not cfg.keep_checkpoints:
             import shutil

@@ -41,3 +41,16 @@ def check_fields(cls, d: dict) -> None:
     unknown = set(d) - {f.name for f in fields(cls)}
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {sorted(unknown)}")
+
+
+def drop_retired(cls, d: dict, retired: dict) -> dict:
+    """``d`` without the settings that left ``cls`` (name -> the value meaning "off"), so that a config saved
+    before they went still loads; one that was switched on is refused, since it can no longer be honoured."""
+    out = dict(d)
+    for name, off in retired.items():
+        if name in out:
+            value = out.pop(name)
+            if value != off and not (isinstance(value, dict) and isinstance(off, dict)
+                                     and all(value.get(k) == v for k, v in off.items())):
+                raise ValueError(f"{cls.__name__}.{name} is no longer a setting of shoprec (it was {value!r})")
+    return out

@@ -58,7 +58,7 @@ def test_pyfunc_has_signature_example_and_installable_requirements(registered, t
     assert json.loads(mlmodel["signature"]["params"])[0]["name"] == "k"
     requirements = open(f"{path}/requirements.txt").read()
     assert "shoprec==" not in requirements and "torch==2.13.0" in requirements
-    assert (tmp_path / "dl" / "code" / "shoprec" / "recommend.py").exists()  # the code travels with it
+    assert (tmp_path / "dl" / "code" / "shoprec" / "seqrec" / "recommend.py").exists()  # the code travels with it
     model = mlflow.pyfunc.load_model(path)
     example = mlflow.models.Model.load(path).load_input_example(path)
     assert len(example["history"].iloc[0]) == 3

@@ -95,3 +95,20 @@ def test_linear_schedule_decays_to_zero_over_the_epoch_budget(tiny_features, tmp
     assert torch.load(tmp_path / "c" / "checkpoints" / "last.pt", weights_only=False)["sched"]["_last_lr"][0] == TINY["lr"]
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="cosine")
+
+
+def test_configs_saved_before_options_left_still_load_but_a_used_one_is_refused():
+    from shoprec.ranker.config import RankerConfig
+    from shoprec.seqrec.model import SeqRecConfig
+    from shoprec.trainer.config import FitConfig
+
+    assert SeqRecConfig.from_dict({"d_model": 32, "item_dropout": 0.0, "label_smoothing": 0.0}).d_model == 32
+    assert TrainConfig.from_dict({"epochs": 2, "ema_decay": 0.0}).epochs == 2
+    assert FitConfig.from_dict({"epochs": 2, "ema_decay": 0.0, "find_unused_parameters": False}).epochs == 2
+    assert RankerConfig.from_dict({"max_len": 16, "pseudo_label": {"enabled": False, "rounds": 1}}).max_len == 16
+    for build, d in ((SeqRecConfig.from_dict, {"item_dropout": 0.1}), (TrainConfig.from_dict, {"ema_decay": 0.999}),
+                     (RankerConfig.from_dict, {"pseudo_label": {"enabled": True}})):
+        with pytest.raises(ValueError, match="no longer a setting"):
+            build(d)
+    with pytest.raises(ValueError, match="unknown SeqRecConfig field"):
+        SeqRecConfig.from_dict({"d_modle": 32})

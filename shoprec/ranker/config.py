@@ -119,7 +119,7 @@ class RankerConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> RankerConfig:
-        d = dict(d or {})
+        d = config.drop_retired(cls, dict(d or {}), {"pseudo_label": {"enabled": False}})  # now a benchmark's
         config.check_fields(cls, d)
         if "lora" in d:
             d["lora"] = LoraSettings(**d["lora"]) if isinstance(d["lora"], dict) else d["lora"]

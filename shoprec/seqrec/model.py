@@ -31,7 +31,7 @@ from shoprec import config
 PAD = 0
 
 # Experiment options that left the library; a saved model whose config names one switched off still loads.
-RETIRED_FIELDS = frozenset({"item_dropout", "label_smoothing"})
+RETIRED_FIELDS = {"item_dropout": 0.0, "label_smoothing": 0.0}
 
 
 @dataclass
@@ -99,7 +99,7 @@ class SeqRecConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SeqRecConfig:
-        d = {k: v for k, v in d.items() if not (k in RETIRED_FIELDS and not v)}  # models saved before they went
+        d = config.drop_retired(cls, d, RETIRED_FIELDS)
         config.check_fields(cls, d)
         return cls(**d)
 

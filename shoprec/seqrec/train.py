@@ -88,7 +88,7 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         model = SeqRecConfig.from_dict(d.pop("model", {}))
-        d = {k: v for k, v in d.items() if not (k == "ema_decay" and not v)}  # retired; summaries written before still load
+        d = config.drop_retired(cls, d, {"ema_decay": 0.0})
         config.check_fields(cls, d)
         return cls(model=model, **d)
 

@@ -61,7 +61,7 @@ class FitConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> FitConfig:
-        d = dict(d or {})
+        d = config.drop_retired(cls, dict(d or {}), {"ema_decay": 0.0, "find_unused_parameters": False})
         config.check_fields(cls, d)
         return cls(**d)
 

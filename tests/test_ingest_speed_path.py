@@ -150,7 +150,7 @@ def _semantic_table():
         rows.append({**good, "session_id": f"s{k}", **v})
     rows += [dict(r) for r in rows[::3]]  # exact duplicates of earlier rows
     rows += [{**r, "query": "other"} for r in rows[1::4]]  # same key columns, other query: not duplicates
-    return pa.Table.from_pylist(rows, schema=ig._READ_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=ig.READ_SCHEMA)
 
 
 def test_suspect_shortcut_gives_the_reasons_of_the_full_cascade():

@@ -17,7 +17,7 @@ LIBRARY = REPO / "shoprec"
 # Bottom up. Packages on one floor do not import each other.
 LAYERS: list[list[str]] = [
     ["shoprec", "shoprec.config", "shoprec.metrics", "shoprec.text", "shoprec.images"],  # foundations
-    ["shoprec.data"],
+    ["shoprec.data", "shoprec.fit_config"],
     ["shoprec.trainer", "shoprec.registry"],
     ["shoprec.seqrec", "shoprec.ranker"],
     ["shoprec.evaluate"],

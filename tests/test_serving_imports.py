@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-TRAINING = ("shoprec.trainer.loop", "shoprec.seqrec.train", "shoprec.seqrec.launch", "shoprec.ranker.train",
+TRAINING = ("shoprec.trainer", "shoprec.trainer.loop", "shoprec.seqrec.train", "shoprec.seqrec.launch", "shoprec.ranker.train",
             "shoprec.seqrec.ensemble", "shoprec.trainer.checkpoints")
 
 

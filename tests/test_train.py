@@ -98,9 +98,9 @@ def test_linear_schedule_decays_to_zero_over_the_epoch_budget(tiny_features, tmp
 
 
 def test_configs_saved_before_options_left_still_load_but_a_used_one_is_refused():
+    from shoprec.fit_config import FitConfig
     from shoprec.ranker.config import RankerConfig
     from shoprec.seqrec.model import SeqRecConfig
-    from shoprec.trainer.config import FitConfig
 
     assert SeqRecConfig.from_dict({"d_model": 32, "item_dropout": 0.0, "label_smoothing": 0.0}).d_model == 32
     assert TrainConfig.from_dict({"epochs": 2, "ema_decay": 0.0}).epochs == 2

@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from shoprec.pipeline.processes import stop  # SIGTERM by PID, then SIGKILL after 20 s
+
 log = logging.getLogger(__name__)
 
 # Variables a step needs from the caller's environment; nothing else of the host's environment is passed.
@@ -152,7 +154,7 @@ def _free_port() -> int:
 
 
 def _start(cmd: list[str], url: str, log_path: Path, timeout: float = 120.0):
-    """Start a server process and wait until ``url`` answers; the process is returned (stop it with _stop)."""
+    """Start a server process and wait until ``url`` answers; the process is returned (stop it with stop)."""
     import subprocess
     import sys
     import time
@@ -171,14 +173,8 @@ def _start(cmd: list[str], url: str, log_path: Path, timeout: float = 120.0):
         except httpx.TransportError:
             pass
         time.sleep(0.5)
-    _stop(proc)
-    raise ContainerRunError(f"{cmd[:2]} did not answer at {url} within {timeout:.0f} s; see {log_path}")
-
-
-def _stop(proc) -> None:
-    from shoprec.pipeline.processes import stop  # SIGTERM by PID, then SIGKILL after 20 s
-
     stop(proc)
+    raise ContainerRunError(f"{cmd[:2]} did not answer at {url} within {timeout:.0f} s; see {log_path}")
 
 
 class local_services:  # noqa: N801 (used as a context manager, like contextlib's)
@@ -234,7 +230,7 @@ class local_services:  # noqa: N801 (used as a context manager, like contextlib'
 
     def __exit__(self, *exc) -> None:
         for proc in reversed(self.procs):
-            _stop(proc)
+            stop(proc)
         for k, v in self.saved.items():
             if v is None:
                 os.environ.pop(k, None)

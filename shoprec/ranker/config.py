@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from shoprec import config
-from shoprec.trainer.config import FitConfig
+from shoprec.fit_config import FitConfig
 
 
 def minilm_dir() -> str:

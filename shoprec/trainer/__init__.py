@@ -1,1 +1,2 @@
-"""The one fit loop (loop), its settings (config) and checkpoints kept in object storage (checkpoints)."""
+"""The one fit loop (loop) and checkpoints kept in object storage (checkpoints); its settings are shoprec.fit_config,
+outside this package, so that models and the server can name them without loading training."""

@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from shoprec.trainer.config import FitConfig
+from shoprec.fit_config import FitConfig
 
 log = logging.getLogger("shoprec.trainer.loop")
 

@@ -1,4 +1,4 @@
-"""The peer: RecBole 1.2.1 SASRec / BERT4Rec on the S3-Rec Beauty split, on a fixed wall-clock budget.
+"""The peer: RecBole 1.2.1 SASRec / BERT4Rec / SASRecF on the S3-Rec Beauty split, on a fixed wall-clock budget.
 
 Runs inside RecBole's own virtualenv (``benchmarks/seqrec.py`` creates it); imports only RecBole, torch
 and ``shoprec/metrics.py`` (torch only) from this checkout. Writes one JSON file:
@@ -16,7 +16,15 @@ other jobs gives RecBole the same work as that many minutes on a quiet core (wit
 ``Beauty.txt`` written as a RecBole atomic file, the k-th item of a user having timestamp k, so the
 leave-one-out split (``LS: valid_and_test``, time order) is the same as S3-Rec's and shoprec's.
 
+SASRecF is RecBole's feature-aware SASRec: each input item's embedding is concatenated with its pooled feature
+embeddings and projected back to ``hidden_size`` (outputs are scored against the item-id embeddings alone). It is
+given the same brand/category ids as shoprec's ``model.item_attributes`` (``Beauty_item2attributes.json`` beside
+``Beauty.txt``, or ``--attributes``), written as a RecBole ``.item`` atomic file with one ``attributes:token_seq``
+field (:func:`write_item_features`), pooled by their mean as shoprec pools them (``--pooling``; RecBole's default is
+``sum``). The ids are anonymous, so brand and category cannot be told apart: one field holds both, as in shoprec.
+
     python benchmarks/recbole_peer.py --model SASRec --data Beauty.txt --work DIR --budget-min 30 --out r.json
+    python benchmarks/recbole_peer.py --model SASRecF --data Beauty.txt --work DIR --budget-min 30 --out f.json
 """
 
 from __future__ import annotations
@@ -28,19 +36,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-np.float = float  # RecBole 1.2.1 still uses the removed alias
-np.int = int  # noqa
-np.bool = bool  # noqa
-
-import torch  # noqa: E402
-
-_load = torch.load
-torch.load = lambda *a, **k: _load(*a, **{**k, "weights_only": False})  # RecBole checkpoints hold its Config
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from shoprec import metrics as sm  # noqa: E402
+
+ITEM_FEATURE = "attributes"
+
+
+def recbole_compat() -> None:
+    """What RecBole 1.2.1 needs of today's numpy and torch; called before RecBole is imported (not on import of
+    this module, so a test of the exports changes nothing global)."""
+    np.float = float  # RecBole 1.2.1 still uses the removed aliases
+    np.int = int
+    np.bool = bool
+    load = torch.load
+    torch.load = lambda *a, **k: load(*a, **{**k, "weights_only": False})  # RecBole checkpoints hold its Config
 
 
 def write_atomic(src: Path, folder: Path, name: str) -> dict[str, list[str]]:
@@ -56,6 +68,27 @@ def write_atomic(src: Path, folder: Path, name: str) -> dict[str, list[str]]:
             for k, item in enumerate(p[1:]):
                 out.write(f"{p[0]}\t{item}\t{k}\n")
     return seqs
+
+
+def write_item_features(attributes_json: Path, folder: Path, name: str, items: set[str] | None = None) -> int:
+    """``NAME.item``: RecBole's atomic item file with the S3-Rec ``item2attributes.json`` ids as one
+    ``attributes:token_seq`` field (space-separated tokens, in the file's order). ``items``: the item tokens of the
+    ``.inter`` file; every one of them must have a row (RecBole would give a missing item an empty field
+    silently). Returns the number of rows."""
+    table = json.loads(Path(attributes_json).read_text())
+    if items is not None and (missing := sorted(items - set(table), key=str)):
+        raise ValueError(f"{attributes_json}: {len(missing)} item(s) of the interactions have no attributes, "
+                         f"e.g. {missing[:5]}")
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = sorted(table.items(), key=lambda kv: (len(kv[0]), kv[0]))  # numeric order for numeric ids
+    with open(folder / f"{name}.item", "w") as out:
+        out.write(f"item_id:token\t{ITEM_FEATURE}:token_seq\n")
+        for item, attrs in rows:
+            tokens = [str(a) for a in attrs]
+            if any(not t or any(c.isspace() for c in t) for t in tokens):
+                raise ValueError(f"item {item}: attribute tokens must be non-empty and without spaces, got {attrs}")
+            out.write(f"{item}\t{' '.join(tokens)}\n")
+    return len(rows)
 
 
 def shoprec_protocol(model, loader, dataset, seqs: dict[str, list[str]], cut: int) -> dict[str, float]:
@@ -76,8 +109,12 @@ def shoprec_protocol(model, loader, dataset, seqs: dict[str, list[str]], cut: in
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True, choices=["SASRec", "BERT4Rec"])
+    ap.add_argument("--model", required=True, choices=["SASRec", "BERT4Rec", "SASRecF"])
     ap.add_argument("--data", required=True, help="S3-Rec style Beauty.txt")
+    ap.add_argument("--attributes", default=None,
+                    help="SASRecF: S3-Rec item2attributes.json (default: NAME_item2attributes.json beside --data)")
+    ap.add_argument("--pooling", choices=["mean", "sum", "max"], default="mean",
+                    help="SASRecF: how an item's attribute embeddings are pooled (shoprec: mean)")
     ap.add_argument("--work", required=True)
     ap.add_argument("--budget-min", type=float, default=30.0)
     ap.add_argument("--budget-clock", choices=["wall", "cpu"], default="wall",
@@ -87,6 +124,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
+    recbole_compat()
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
@@ -95,6 +133,15 @@ def main() -> None:
     work = Path(a.work)
     name = "beauty"
     seqs = write_atomic(Path(a.data), work / "data" / name, name)
+    features = {}
+    if a.model == "SASRecF":
+        attributes = Path(a.attributes) if a.attributes else Path(a.data).with_name(
+            f"{Path(a.data).stem}_item2attributes.json")
+        n = write_item_features(attributes, work / "data" / name, name, {i for s in seqs.values() for i in s})
+        print(f"{n} items with attributes from {attributes}", flush=True)
+        features = {"load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", ITEM_FEATURE]},
+                    "selected_features": [ITEM_FEATURE], "pooling_mode": a.pooling,
+                    "attributes_file": str(attributes)}
     cfg = {
         "data_path": str(work / "data"), "checkpoint_dir": str(work / f"ckpt-{a.model}"),
         "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
@@ -107,7 +154,8 @@ def main() -> None:
         "device": "cpu", "use_gpu": False, "show_progress": False, "log_wandb": False,
         "worker": 0, "state": "INFO",
     }
-    config = Config(model=a.model, dataset=name, config_dict=cfg)
+    cfg.update(features)
+    config = Config(model=a.model, dataset=name, config_dict={k: v for k, v in cfg.items() if k != "attributes_file"})
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     torch.set_num_threads(a.threads)

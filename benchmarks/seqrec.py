@@ -20,6 +20,12 @@ takes the peer's JSON files from an earlier run. ``--merge-recbole-long RUN.json
 RecBole SASRec run with a longer budget (e.g. ``recbole_peer.py --budget-min 125``) to ``--out`` as
 ``peers["recbole-sasrec-long"]``, with ``comparison["converged_best_vs_recbole-sasrec-long"]``: whether RecBole's
 curve had levelled off and shoprec's best minus RecBole's best on test.
+
+``--merge-only`` trains nothing either: it adds the ``--also NAME=FOLDER`` runs (e.g. the GPU runs of
+``benchmarks/seqrec_gpu_runs.py``, with the folder's ``run.json``, the command that trained it, as
+``trained_by``), ``--merge-peer NAME=JSON`` peer runs of ``recbole_peer.py`` (e.g. SASRecF), ``--seed-mean``
+rows and ``--note`` lines to the existing ``--out``, and writes ``published`` afresh; each added row records
+this command.
 """
 
 from __future__ import annotations
@@ -48,6 +54,16 @@ PUBLISHED = {
     "DuoRec": {"ndcg@10": 0.0443, "hr@10": 0.0845},
     "eSASRec": {"ndcg@10": 0.0523, "hr@10": 0.0928},
     "SASRec + sampled softmax": {"ndcg@10": 0.0531, "hr@10": 0.0921},
+    "BSARec": {
+        "ndcg@10": 0.0611, "hr@10": 0.1008, "ndcg@5": 0.0523, "hr@5": 0.0736, "ndcg@20": 0.0703, "hr@20": 0.1373,
+        "valid_ndcg@10": 0.0753, "valid_hr@10": 0.1238, "best_epoch": 54, "epochs_run": 65, "seed": 42,
+        "parameters": 878208,
+        "source": ("github.com/yehjin-shin/BSARec, src/output/BSARec_Beauty_best.log (its official training log; "
+                   "Shin et al., AAAI 2024): test line after early stopping; valid figures are epoch 54's, the "
+                   "last epoch whose model it saved (its early stopping saves when any of HR/NDCG@5/10/20 rises). "
+                   "d 64, 2 layers, 1 head, dropout 0.5, lr 5e-4, batch 256, c 5, alpha 0.7, full cross-entropy; "
+                   "one seed. Read here, not copied from the issue."),
+    },
 }
 METRIC_KEYS = ("ndcg@5", "ndcg@10", "ndcg@20", "hr@5", "hr@10", "hr@20", "mrr")
 
@@ -237,7 +253,21 @@ def main() -> None:
                     help="only add this long RecBole SASRec run (recbole_peer.py's output) to --out, training nothing")
     ap.add_argument("--recbole-long-command", default="",
                     help="with --merge-recbole-long: the recbole_peer.py command that made it, for the record")
+    ap.add_argument("--merge-only", action="store_true",
+                    help="train nothing: add the --also runs, --merge-peer runs, --seed-mean rows and --note lines to --out")
+    ap.add_argument("--merge-peer", action="append", default=[], metavar="NAME=JSON",
+                    help="with --merge-only: a recbole_peer.py result (e.g. SASRecF) added as peers[NAME]")
+    ap.add_argument("--peer-command", action="append", default=[], metavar="NAME=COMMAND",
+                    help="with --merge-peer: the recbole_peer.py command that made peers[NAME], for the record")
+    ap.add_argument("--seed-mean", action="append", default=[], metavar="NAME=ROW,ROW,ROW",
+                    help="with --merge-only: seed_means[NAME], the mean and each of these model rows' test figures")
     a = ap.parse_args()
+    if a.merge_only:
+        command = shlex.join([Path(sys.executable).name, "benchmarks/seqrec.py", *sys.argv[1:]])
+        done = merge_only(Path(a.out), a.also, a.merge_peer, dict(c.split("=", 1) for c in a.peer_command),
+                          a.seed_mean, a.note, command)
+        log(f"merged into {a.out}: {json.dumps(done)}")
+        return
     if a.merge_recbole_long:
         cmp = merge_recbole_long(Path(a.out), Path(a.merge_recbole_long), a.recbole_long_command)
         log(f"added recbole-sasrec-long to {a.out}: {json.dumps(cmp)}")
@@ -264,11 +294,9 @@ def main() -> None:
         log(f"{name}: test ndcg@10 {s['test']['ndcg@10']:.4f} hr@10 {s['test']['hr@10']:.4f}")
 
     for spec in a.also:
-        name, _, folder = spec.partition("=")
-        if not folder or not (Path(folder) / "metrics.json").exists():
-            raise SystemExit(f"--also {spec!r}: expected NAME=FOLDER of a finished run (with metrics.json)")
-        models[name] = summarise(json.loads((Path(folder) / "metrics.json").read_text()), command) | {"run": folder}
-        log(f"{name} ({folder}): test ndcg@10 {models[name]['ndcg@10']:.4f} hr@10 {models[name]['hr@10']:.4f}")
+        name, row = also_row(spec, command)
+        models[name] = row
+        log(f"{name} ({row['run']}): test ndcg@10 {row['ndcg@10']:.4f} hr@10 {row['hr@10']:.4f}")
 
     ddp = None
     if a.ddp_compare:
@@ -327,6 +355,62 @@ def main() -> None:
     log(f"wrote {a.out}")
     print(json.dumps({k: {m: {x: v[x] for x in ("ndcg@10", "hr@10")} for m, v in result[k].items()}
                       for k in ("models", "peers") if k in result}, indent=1))
+
+
+def also_row(spec: str, command: str) -> tuple[str, dict]:
+    """``NAME=FOLDER`` of a finished run as a model row; the folder's ``run.json`` (how it was trained, written by
+    ``seqrec_gpu_runs.py``), when there is one, goes in as ``trained_by``."""
+    name, _, folder = spec.partition("=")
+    if not name or not folder or not (Path(folder) / "metrics.json").exists():
+        raise SystemExit(f"--also {spec!r}: expected NAME=FOLDER of a finished run (with metrics.json)")
+    s = json.loads((Path(folder) / "metrics.json").read_text())
+    row = summarise(s, command) | {"run": folder}
+    if "stopped_by" in s:
+        row["stopped_by"] = s["stopped_by"]
+    if (Path(folder) / "run.json").exists():
+        row["trained_by"] = json.loads((Path(folder) / "run.json").read_text())
+    return name, row
+
+
+def seed_mean(rows: dict, names: list[str]) -> dict:
+    """The mean test (and valid) figures of model rows that differ by seed only, with each row's own."""
+    missing = [n for n in names if n not in rows]
+    if missing:
+        raise SystemExit(f"--seed-mean: no model row {missing}")
+    each = {n: {k: rows[n][k] for k in ("ndcg@10", "hr@10", "valid_ndcg@10")} | {"seed": rows[n]["config"]["seed"]}
+            for n in names}
+    out = {"rows": names, "each": each}
+    for k in ("ndcg@10", "hr@10", "valid_ndcg@10"):
+        out[k] = float(np.mean([e[k] for e in each.values()]))
+    return out
+
+
+def merge_only(result_file: Path, also: list[str], peers: list[str], peer_commands: dict, seed_means: list[str],
+               notes: list[str], command: str) -> dict:
+    """Add finished runs, peers, seed means and notes to an existing result file; trains nothing."""
+    result = json.loads(result_file.read_text())
+    done: dict[str, list] = {"models": [], "peers": [], "seed_means": []}
+    for spec in also:
+        name, row = also_row(spec, command)
+        result["models"][name] = row
+        done["models"].append(name)
+    for spec in peers:
+        name, _, path = spec.partition("=")
+        if not name or not Path(path).exists():
+            raise SystemExit(f"--merge-peer {spec!r}: expected NAME=JSON of a recbole_peer.py result")
+        r = json.loads(Path(path).read_text())
+        result.setdefault("peers", {})[name] = peer_row(r) | {
+            "model": r.get("model"), "recbole_config": r.get("config"), "result_file": path,
+            "command": peer_commands.get(name, ""), "merged_by": command}
+        done["peers"].append(name)
+    for spec in seed_means:
+        name, _, rows = spec.partition("=")
+        result.setdefault("seed_means", {})[name] = seed_mean(result["models"], rows.split(",")) | {"command": command}
+        done["seed_means"].append(name)
+    result["published"] = PUBLISHED
+    result["notes"] = result.get("notes", []) + list(notes)
+    result_file.write_text(json.dumps(result, indent=2) + "\n")
+    return done
 
 
 def peer_row(r: dict) -> dict:

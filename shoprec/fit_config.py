@@ -45,6 +45,10 @@ class FitConfig:
     """Cut every epoch after this many micro-batches (0: the whole shard)."""
     max_train_minutes: float = 0.0
     """Stop starting new epochs after this much training time (0: no limit)."""
+    max_elapsed_minutes: float = 0.0
+    """Wall-clock budget of this attempt's epochs, validation included: after its first epoch, no epoch is started
+    that would end past it at the pace of the last one, so an attempt fits a machine lent for a fixed time; a
+    resumed run gets the budget afresh (0: no limit)."""
     progress: bool = True
     """Show a tqdm bar on rank 0."""
     threads: int = 0

@@ -4,6 +4,11 @@
   and predicted (cloze). At inference a [MASK] is appended after the history.
 - ``objective="sasrec"``: causal attention; every position predicts the next item.
 
+With ``filter_c`` > 0 every layer also runs BSARec's frequency-domain filter (Shin et al., AAAI 2024) beside the
+attention and mixes the two, ``filter_alpha * filter + (1 - filter_alpha) * attention``. The filter mixes every
+position with every other, later ones too, so a position's state is no longer causal: such a model is trained
+on the last position of each history only (``TrainConfig.train_examples: prefixes``), as BSARec is.
+
 Scores are dot products with the (tied) item embedding table. With ``item_attributes`` an item's
 embedding is its own vector plus the mean of its catalog attributes' vectors (category, brand, ...), so
 items seen a few times borrow from the others of their brand and category. Losses: full softmax cross-entropy,
@@ -84,6 +89,17 @@ class SeqRecConfig:
     """Training only, with ``item_attributes``: each item's own vector is left out (only its attributes
     remain) with this probability, drawn per item each time the item table is built, so the attribute
     vectors learn to stand in for items that are seen rarely (0: off)."""
+    filter_c: int = 0
+    """BSARec's ``c``: each layer's frequency filter keeps the lowest ``c // 2 + 1`` frequencies of the real FFT
+    over ``max_len`` positions (padding zeroed) as its low pass, and adds the rest (the high pass) scaled by a
+    learned per-channel ``beta**2``; BSARec's Beauty setting is 5. 0: no filter (attention only, the model as it
+    was before the option). A filtered state sees later positions, so training uses last positions only."""
+    filter_alpha: float = 0.7
+    """With ``filter_c``: a layer's mixing output is ``filter_alpha * filter + (1 - filter_alpha) * attention``
+    (BSARec's ``alpha``; 1 would be the filter alone, 0 attention alone)."""
+    ff_inner_dropout: bool = True
+    """Dropout between the feed-forward's two linear layers as well as after them. BSARec's feed-forward has
+    dropout after them only (False)."""
 
     def __post_init__(self):
         if self.objective not in ("sasrec", "bert4rec"):
@@ -96,6 +112,15 @@ class SeqRecConfig:
             raise ValueError(f"score_temperature must be >= 0, not {self.score_temperature}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.filter_c < 0 or not 0 <= self.filter_alpha <= 1:
+            raise ValueError(f"filter_c must be >= 0 and filter_alpha in [0, 1], not {self.filter_c}, "
+                             f"{self.filter_alpha}")
+
+    @property
+    def causal_states(self) -> bool:
+        """Whether a position's state depends on earlier positions only (SASRec without the filter), so every
+        position of a training sequence may predict its next item; otherwise only the last one may."""
+        return self.objective == "sasrec" and not self.filter_c
 
     @classmethod
     def from_dict(cls, d: dict) -> SeqRecConfig:
@@ -111,16 +136,53 @@ class SeqRecConfig:
         return self.n_items + 1
 
 
+def low_pass_matrix(n: int, c: int) -> torch.Tensor:
+    """(n, n) real matrix of BSARec's low pass over ``n`` positions: ``irfft(rfft(x, norm="ortho")`` with the
+    frequencies from ``c // 2 + 1`` on zeroed, ``norm="ortho")``, as one circulant matrix (x: (n, d) -> M @ x)."""
+    spectrum = torch.fft.rfft(torch.eye(n, dtype=torch.float64), dim=0, norm="ortho")
+    spectrum[c // 2 + 1:] = 0
+    return torch.fft.irfft(spectrum, n=n, dim=0, norm="ortho").float()
+
+
+class FrequencyFilter(nn.Module):
+    """BSARec's FrequencyLayer without its residual and norm: ``low + beta**2 * (x - low)``, where ``low``
+    keeps the lowest ``c // 2 + 1`` frequencies of the real FFT of ``x`` along the positions.
+
+    The FFT runs over ``max_len`` positions with padding set to zero. A low pass is a circular convolution,
+    which commutes with shifting the sequence round the circle, so a left-padded batch cut to its longest history
+    (:func:`trim`) gives the same states as at full width, and padding adds nothing to real positions (BSARec
+    passes its padding's position embeddings through the FFT). It is applied as the FFT's (max_len, max_len)
+    matrix: the same numbers, one matmul, no complex dtype under bf16 autocast.
+    """
+
+    def __init__(self, d: int, max_len: int, c: int):
+        super().__init__()
+        self.sqrt_beta = nn.Parameter(torch.randn(1, 1, d))
+        self.register_buffer("low_pass", low_pass_matrix(max_len, c), persistent=False)
+
+    def forward(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, L, d) with L <= max_len, left-padded; ``real`` (B, L, 1) is False at padding."""
+        L = x.shape[1]
+        x = x * real
+        # the trimmed columns stand for a left-padded max_len frame; shifted round the circle the real
+        # positions are its first L, and the zeros beyond them contribute nothing
+        low = torch.matmul(self.low_pass[:L, :L].to(x.dtype), x)
+        return low + self.sqrt_beta ** 2 * (x - low)
+
+
 class Block(nn.Module):
-    """One transformer layer (attention + feed-forward, residual, pre- or post-LayerNorm) on SDPA.
+    """One transformer layer (attention + feed-forward, residual, pre- or post-LayerNorm) on SDPA, with BSARec's
+    frequency filter beside the attention when ``filter_c`` > 0.
 
     ``scaled_dot_product_attention`` takes one (B, 1, L, L) mask for all heads and picks a fused kernel,
     which is several times faster on a CPU than ``nn.MultiheadAttention`` with a per-head mask.
     """
 
-    def __init__(self, d: int, heads: int, ff: int, dropout: float, norm_first: bool):
+    def __init__(self, d: int, heads: int, ff: int, dropout: float, norm_first: bool, max_len: int = 50,
+                 filter_c: int = 0, filter_alpha: float = 0.7, ff_inner_dropout: bool = True):
         super().__init__()
         self.heads, self.p, self.norm_first = heads, dropout, norm_first
+        self.alpha, self.ff_inner_dropout = filter_alpha, ff_inner_dropout
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
         self.ff1 = nn.Linear(d, ff)
@@ -128,6 +190,9 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(d)
         self.norm2 = nn.LayerNorm(d)
         self.drop = nn.Dropout(dropout)
+        self.filter = FrequencyFilter(d, max_len, filter_c) if filter_c else None
+        # post-LN: BSARec's filter has its own LayerNorm over (filter output + input), like the attention's
+        self.norm_filter = nn.LayerNorm(d) if filter_c and not norm_first else None
 
     def attend(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         B, L, d = x.shape
@@ -136,13 +201,24 @@ class Block(nn.Module):
         return self.drop(self.out(a.transpose(1, 2).reshape(B, L, d)))
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.ff2(self.drop(F.gelu(self.ff1(x)))))
+        inner = F.gelu(self.ff1(x))
+        return self.drop(self.ff2(self.drop(inner) if self.ff_inner_dropout else inner))
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        """``real`` (B, L, 1), False at padding: needed with the filter only."""
+        if self.filter is None:
+            if self.norm_first:
+                x = x + self.attend(self.norm1(x), allowed)
+                return x + self.feed_forward(self.norm2(x))
+            x = self.norm1(x + self.attend(x, allowed))
+            return self.norm2(x + self.feed_forward(x))
+        a = self.alpha
         if self.norm_first:
-            x = x + self.attend(self.norm1(x), allowed)
+            n = self.norm1(x)
+            x = x + a * self.drop(self.filter(n, real)) + (1 - a) * self.attend(n, allowed)
             return x + self.feed_forward(self.norm2(x))
-        x = self.norm1(x + self.attend(x, allowed))
+        # BSARec: alpha * LN(x + dropout(filter(x))) + (1 - alpha) * LN(x + attention(x)), then the feed-forward
+        x = a * self.norm_filter(x + self.drop(self.filter(x, real))) + (1 - a) * self.norm1(x + self.attend(x, allowed))
         return self.norm2(x + self.feed_forward(x))
 
 
@@ -166,7 +242,8 @@ class SeqRec(nn.Module):
         self.pos_emb = nn.Embedding(cfg.max_len, d)
         self.emb_norm = nn.LayerNorm(d) if cfg.emb_norm else None
         self.emb_drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.ff_mult * d, cfg.dropout, cfg.norm_first)
+        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.ff_mult * d, cfg.dropout, cfg.norm_first, cfg.max_len,
+                                          cfg.filter_c, cfg.filter_alpha, cfg.ff_inner_dropout)
                                     for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(d) if cfg.norm_first else nn.Identity()
         for m in self.modules():
@@ -226,7 +303,7 @@ class SeqRec(nn.Module):
         x = self.emb_drop(x) * real
         allowed = self.attention_mask(seq)
         for block in self.blocks:
-            x = block(x, allowed)
+            x = block(x, allowed, real)
         return self.norm(x)
 
     def item_weights(self, item_table: torch.Tensor | None = None) -> torch.Tensor:

@@ -69,6 +69,15 @@ class TrainConfig:
     """Users scored at once in evaluation."""
     max_train_minutes: float = 0.0
     """Stop training after this many minutes (0: no limit)."""
+    max_elapsed_minutes: float = 0.0
+    """Wall-clock budget for this attempt's epochs, validation included: after the first, no epoch starts that would
+    end past it at the last epoch's pace (0: no limit). For a run that must fit a machine lent for a fixed time (a
+    GPU); a run resumed from its checkpoint gets the budget afresh, so it can go on on the next machine."""
+    train_examples: str = "sequence"
+    """``sequence``: one example per shopper, every position of its training items predicting the next one
+    (SASRec). ``prefixes``: as BSARec's dataset, every prefix of a shopper's last ``max_len`` training items is an
+    example of its own, and only its last position is trained (to predict the item after the prefix; the first
+    item is predicted from an empty history). Needed with ``model.filter_c``, whose states see later positions."""
     group_by_length: bool = True
     """Batch shoppers of similar history length together (within shuffled windows of 50 batches), so
     batches are cut to their longest history instead of max_len: same examples, a fraction of the work."""
@@ -83,6 +92,13 @@ class TrainConfig:
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "linear"):
             raise ValueError(f"lr_schedule must be 'constant' or 'linear', not {self.lr_schedule!r}")
+        if self.train_examples not in ("sequence", "prefixes"):
+            raise ValueError(f"train_examples must be 'sequence' or 'prefixes', not {self.train_examples!r}")
+        if self.train_examples == "prefixes" and self.model.objective != "sasrec":
+            raise ValueError("train_examples 'prefixes' is for objective 'sasrec' (next item after each prefix)")
+        if self.model.objective == "sasrec" and not self.model.causal_states and self.train_examples != "prefixes":
+            raise ValueError("model.filter_c mixes every position with later ones, so a position would see the item "
+                             "it must predict: train it with train_examples 'prefixes' (last position only)")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -143,6 +159,20 @@ class TrainSequences(Dataset):
         return self.seqs[i]
 
 
+class TrainPrefixes(Dataset):
+    """BSARec's training examples: every prefix of each shopper's last ``max_len`` training items (all but the
+    last two), each ``history + [target]``; the first is ``[first item]`` (predicted from an empty history)."""
+
+    def __init__(self, seqs: list[list[int]], max_len: int):
+        self.seqs = [t[:i + 1] for s in seqs if len(s) >= 3 for t in [s[:-2][-max_len:]] for i in range(len(t))]
+
+    def __len__(self):
+        return len(self.seqs)
+
+    def __getitem__(self, i):
+        return self.seqs[i]
+
+
 def item_attribute_table(items, n_items: int) -> tuple[torch.Tensor, list[str]]:
     """(n_items + 2, A) attribute ids per item index (row = ``idx``, 0-padded) and the attribute vocabulary
     (id k is ``vocab[k - 1]``), from the ``attributes`` column of the features' items."""
@@ -159,8 +189,15 @@ def item_attribute_table(items, n_items: int) -> tuple[torch.Tensor, list[str]]:
     return table, vocab
 
 
-def make_batch(batch: list[list[int]], cfg: SeqRecConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets, both (B, max_len), left-padded; target PAD means 'no loss here'."""
+def make_batch(batch: list[list[int]], cfg: SeqRecConfig, gen: torch.Generator,
+               last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets, both (B, max_len), left-padded; target PAD means 'no loss here'. ``last_only``
+    (``train_examples: prefixes``): each example's last item is the target of the last position alone."""
+    if last_only:
+        inputs = left_pad([s[:-1] for s in batch], cfg.max_len)
+        targets = torch.zeros_like(inputs)
+        targets[:, -1] = torch.as_tensor([s[-1] for s in batch], dtype=torch.long)
+        return inputs, targets
     if cfg.objective == "sasrec":
         inputs, targets = left_pad([s[:-1] for s in batch], cfg.max_len), left_pad([s[1:] for s in batch], cfg.max_len)
         return inputs, targets
@@ -269,13 +306,14 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
     model = SeqRec(cfg.model, attribute_table)
     warm = _warm_start(model, items, cfg.warm_start, is_main) if cfg.warm_start else None
     model = model.to(device)
-    data = TrainSequences(seqs, cfg.model.max_len)
+    prefixes = cfg.train_examples == "prefixes"
+    data = (TrainPrefixes if prefixes else TrainSequences)(seqs, cfg.model.max_len)
     lengths = [len(s) for s in data.seqs]
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)  # masking (BERT4Rec) and batching
     neg_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 1)  # sampled negatives
     if is_main:
-        log.info("training %s/%s on %d shoppers, %d items, world size %d, device %s",
-                 cfg.model.objective, cfg.model.loss, len(data), len(items), world, device)
+        log.info("training %s/%s on %d %s, %d items, world size %d, device %s", cfg.model.objective,
+                 cfg.model.loss, len(data), "prefixes" if prefixes else "shoppers", len(items), world, device)
 
     def epoch_batches(indices: list[int], epoch: int) -> list[list[int]]:
         # Every random stream is a function of (seed, rank, epoch), so a run resumed from a checkpoint
@@ -299,7 +337,8 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
     fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                         warmup_ratio=cfg.warmup_ratio, lr_schedule=cfg.lr_schedule, max_grad_norm=0.0, patience=cfg.patience,
                         metric="ndcg@10", mode="max", seed=cfg.seed, amp=cfg.amp,
-                        max_train_minutes=cfg.max_train_minutes, progress=progress)
+                        max_train_minutes=cfg.max_train_minutes, max_elapsed_minutes=cfg.max_elapsed_minutes,
+                        progress=progress)
     epochs_this_attempt: list[int] = []
 
     def on_epoch_end(epoch: int, row: dict) -> None:
@@ -309,7 +348,7 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
                 store.save(ckpt_dir)
             inject_fault(epoch)
 
-    run = fit(model, data, lambda batch: trim(*make_batch(batch, cfg.model, gen)), loss_fn, evaluate_valid, out,
+    run = fit(model, data, lambda batch: trim(*make_batch(batch, cfg.model, gen, prefixes)), loss_fn, evaluate_valid, out,
               fit_cfg, resume=resume, save_best=lambda m, folder: save_model(m, folder), restore_best=False,
               on_epoch_end=on_epoch_end, epoch_batches=epoch_batches)
 
@@ -326,6 +365,7 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
         summary = {
             "objective": cfg.model.objective, "loss": cfg.model.loss, "world_size": world,
             "best_epoch": run["best_epoch"], "epochs_run": run["epochs_run"], "epochs_this_attempt": epochs_this_attempt,
+            "stopped_by": run["stopped_by"], "n_train_examples": len(data),
             "train_seconds": run["train_seconds"], "elapsed_seconds": run["elapsed_seconds"],
             "train_cpu_seconds": run["train_cpu_seconds"],
             "sequences_per_s": run["examples_seen"] / max(run["train_seconds"], 1e-9),

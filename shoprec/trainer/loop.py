@@ -313,13 +313,27 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
             return out["loss"], {k: float(v) for k, v in out.items() if k != "loss"}
         return out, {}
 
+    stopped_by = "epochs"
+    attempt_start = state.get("elapsed_seconds", 0.0)  # max_elapsed_minutes counts this attempt only
+    attempt_epochs0 = len(state["history"])  # and always lets it train one epoch
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         if state["stale"] >= cfg.patience:
+            stopped_by = "patience"
             break
         if cfg.max_train_minutes and state["train_seconds"] > 60 * cfg.max_train_minutes:
             if is_main:
                 log.info("stopping: training time budget of %.1f min used", cfg.max_train_minutes)
+            stopped_by = "max_train_minutes"
             break
+        if cfg.max_elapsed_minutes and len(state["history"]) > attempt_epochs0:
+            totals = [0.0] + [h.get("elapsed_seconds_total", 0.0) for h in state["history"][-2:]]
+            pace = totals[-1] - totals[-2]
+            if state["elapsed_seconds"] - attempt_start + pace > 60 * cfg.max_elapsed_minutes:
+                if is_main:
+                    log.info("stopping: another epoch (%.0f s at the last one's pace) would pass the wall-clock "
+                             "budget of %.1f min", pace, cfg.max_elapsed_minutes)
+                stopped_by = "max_elapsed_minutes"
+                break
         sampler.set_epoch(epoch)
         loader = make_loader(epoch)
         micro_per_epoch = micro_batches(loader)
@@ -404,6 +418,7 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
     steps = state["step_seconds"]
     return {
         "best_epoch": state["best_epoch"], "best_" + cfg.metric: state["best"], "epochs_run": state["epoch"] + 1,
+        "stopped_by": "patience" if state["stale"] >= cfg.patience else stopped_by,
         "history": state["history"], "train_seconds": state["train_seconds"], "optimizer_steps": state["steps"],
         "train_cpu_seconds": state.get("train_cpu_seconds", 0.0), "elapsed_seconds": state.get("elapsed_seconds", 0.0),
         "examples_seen": state.get("examples_seen", 0),

@@ -402,6 +402,8 @@ def merge_only(result_file: Path, also: list[str], peers: list[str], peer_comman
         result.setdefault("peers", {})[name] = peer_row(r) | {
             "model": r.get("model"), "recbole_config": r.get("config"), "result_file": path,
             "command": peer_commands.get(name, ""), "merged_by": command}
+        # whether its validation had stopped rising (patience 10), and shoprec's bests against it
+        result.setdefault("comparison", {})[f"converged_best_vs_{name}"] = converged_comparison(result["models"], r)
         done["peers"].append(name)
     for spec in seed_means:
         name, _, rows = spec.partition("=")
@@ -409,6 +411,7 @@ def merge_only(result_file: Path, also: list[str], peers: list[str], peer_comman
         done["seed_means"].append(name)
     result["published"] = PUBLISHED
     result["notes"] = result.get("notes", []) + list(notes)
+    result["merge_commands"] = result.get("merge_commands", []) + [command]  # what wrote the rows above too
     result_file.write_text(json.dumps(result, indent=2) + "\n")
     return done
 

@@ -106,3 +106,24 @@ def test_merge_recbole_long_compares_converged_bests(bench, tmp_path):
     bert.write_text(json.dumps({**recbole_run([0.01], 0.01, "budget"), "model": "BERT4Rec"}))
     with pytest.raises(SystemExit, match="SASRec"):
         bench.merge_recbole_long(result, bert, "")
+
+
+def test_merge_only_adds_a_sasrecf_peer_and_bsarecs_published_figures(bench, tmp_path):
+    result = tmp_path / "seqrec-beauty.json"
+    result.write_text(json.dumps({"models": {"shoprec-best": {"ndcg@10": 0.0559}}, "notes": ["kept"]}))
+    run = tmp_path / "SASRecF.json"
+    run.write_text(json.dumps({**recbole_run([0.01, 0.05, *[0.049] * 10], 0.052, "early stopping"), "model": "SASRecF",
+                               "config": {"selected_features": ["attributes"], "pooling_mode": "mean"}}))
+    done = bench.merge_only(result, [], [f"recbole-sasrecf={run}"], {"recbole-sasrecf": "recbole_peer.py --model SASRecF"},
+                            [], ["a note"], "python benchmarks/seqrec.py --merge-only ...")
+    assert done["peers"] == ["recbole-sasrecf"]
+    saved = json.loads(result.read_text())
+    peer = saved["peers"]["recbole-sasrecf"]
+    assert peer["model"] == "SASRecF" and peer["recbole_config"]["selected_features"] == ["attributes"]
+    assert peer["ndcg@10"] == 0.052 and peer["command"] == "recbole_peer.py --model SASRecF"
+    cmp = saved["comparison"]["converged_best_vs_recbole-sasrecf"]
+    assert cmp["recbole_converged"] and cmp["shoprec-best"]["above"]
+    assert saved["notes"] == ["kept", "a note"] and saved["merge_commands"] == ["python benchmarks/seqrec.py --merge-only ..."]
+    assert saved["published"]["BSARec"]["ndcg@10"] == 0.0611 and "BSARec_Beauty_best.log" in saved["published"]["BSARec"]["source"]
+    with pytest.raises(SystemExit, match="--seed-mean"):
+        bench.merge_only(result, [], [], {}, ["m=shoprec-best,missing"], [], "")

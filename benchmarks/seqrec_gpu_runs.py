@@ -29,9 +29,9 @@ What comes back: a device call returns at most 8 files from $OUT (16 MiB each, 6
 folders down), so ``--copy-to`` writes ONE file for all the runs, ``$OUT/seqrec-gpu-runs.json`` (each run's
 ``metrics.json`` and ``run.json``, and the end of its ``train.log`` when it failed), rewritten as each run ends, so
 that the finished runs come back even if the command is stopped at its limit. With ``--copy-checkpoints``, a run
-that its budget stopped also sends back ``$OUT/NAME.ckpt.tar`` (its last and best checkpoints), in plan order while
-the limits allow: a d 64 bsarec.yaml run's tar is about 14 MB, a d 256 one's is over 16 MiB and stays there, so at
-most 4 runs a call can go on elsewhere. To go on with such a run on the next machine: ``fetch`` (it unpacks the
+that its budget stopped also sends back ``$OUT/NAME.ckpt.tar.gz`` (its last and best checkpoints), in plan order
+while the limits allow: the d 64 bsarec.yaml runs' come to about 13 MiB (ids only) and 15-16 MiB (with attributes,
+which may not fit), the d 256 ones' to about 80 MiB, which stay there; so at most 4 runs a call can go on elsewhere. To go on with such a run on the next machine: ``fetch`` (it unpacks the
 tar into ``.gpu-beauty/NAME/checkpoints``), then carry ``.gpu-beauty/NAME`` too and run
 ``run --only NAME --continue-stopped`` (``--only``: a run not carried would otherwise be trained afresh). A run
 that failed is run again alone, ``run --only NAME``, on a later machine: ``select`` waits for every run.
@@ -78,7 +78,7 @@ ADOPTED = "gpu-adopted"
 RETURNED = "seqrec-gpu-runs.json"
 RETURN_FILES, RETURN_LIMIT, RETURN_TOTAL = 8, 16 * 2**20, 64 * 2**20
 COPIED = ("metrics.json", "run.json")  # each run's files in RETURNED
-# --copy-checkpoints: what a stopped run needs to go on on the next machine, flattened into NAME.ckpt.tar
+# --copy-checkpoints: what a stopped run needs to go on on the next machine, flattened into NAME.ckpt.tar.gz
 CHECKPOINT_FILES = {"last.pt": "checkpoints/last.pt", "best-model.safetensors": "checkpoints/best/model.safetensors",
                     "best-config.json": "checkpoints/best/config.json"}
 LOG_TAIL = 4000  # characters of a failed run's train.log in RETURNED
@@ -324,9 +324,9 @@ def copy_back(root: Path, names: list[str], copy_to: Path) -> Path:
 
 
 def copy_checkpoint_tars(root: Path, names: list[str], copy_to: Path) -> list[str]:
-    """``copy_to/NAME.ckpt.tar`` (:data:`CHECKPOINT_FILES`, flattened) for each of ``names`` that its budget stopped,
-    in order, while what comes back stays within the limits (files, size of each, size together); returns the names
-    sent. The others stay on the machine (logged): they cannot go on elsewhere."""
+    """``copy_to/NAME.ckpt.tar.gz`` (:data:`CHECKPOINT_FILES`, flattened) for each of ``names`` that its budget
+    stopped, in order, while what comes back stays within the limits (files, size of each, size together); returns
+    the names sent. The others stay on the machine (logged): they cannot go on elsewhere."""
     used = [f for f in copy_to.iterdir() if f.is_file()] if copy_to.exists() else []
     count, total, sent = len(used), sum(f.stat().st_size for f in used), []
     for name in names:
@@ -336,25 +336,28 @@ def copy_checkpoint_tars(root: Path, names: list[str], copy_to: Path) -> list[st
             continue
         files = {flat: folder / path for flat, path in CHECKPOINT_FILES.items()}
         missing = [str(f) for f in files.values() if not f.exists()]
-        size = sum(f.stat().st_size for f in files.values() if f.exists()) + 10240 * (len(files) + 1)  # tar headers
-        why = ("missing: " + ", ".join(missing) if missing else f"{size / 2**20:.1f} MiB, over 16 MiB" if size > RETURN_LIMIT
-               else f"no room left in $OUT ({count} files, {total / 2**20:.1f} MiB)"
-               if count + 1 > RETURN_FILES or total + size > RETURN_TOTAL else "")
-        if why:
-            log(f"{name}: checkpoints stay here ({why}); the run cannot go on elsewhere")
+        if missing or count + 1 > RETURN_FILES:
+            log(f"{name}: checkpoints stay here ({'missing: ' + ', '.join(missing) if missing else 'no file left'}); "
+                "the run cannot go on elsewhere")
             continue
-        tar = copy_to / f"{name}.ckpt.tar"
-        with tarfile.open(tar, "w") as t:
+        tar = copy_to / f"{name}.ckpt.tar.gz"
+        with tarfile.open(tar, "w:gz", compresslevel=1) as t:
             for flat, f in files.items():
                 t.add(f, arcname=flat)
-        count, total = count + 1, total + tar.stat().st_size
+        size = tar.stat().st_size
+        if size > RETURN_LIMIT or total + size > RETURN_TOTAL:
+            tar.unlink()
+            log(f"{name}: checkpoints stay here ({size / 2**20:.1f} MiB: over 16 MiB, or over 64 MiB with the "
+                f"{total / 2**20:.1f} MiB before it); the run cannot go on elsewhere")
+            continue
+        count, total = count + 1, total + size
         sent.append(name)
     return sent
 
 
 def fetch(src: Path, root: Path) -> list[str]:
     """What a device call sent back (``src``, its files_at): each run of ``src/RETURNED`` into ``root/NAME/``
-    (``metrics.json``, ``run.json``), and each ``src/NAME.ckpt.tar`` unpacked into ``root/NAME/checkpoints/``
+    (``metrics.json``, ``run.json``), and each ``src/NAME.ckpt.tar.gz`` unpacked into ``root/NAME/checkpoints/``
     (carry ``.gpu-beauty/NAME`` to go on with the run). Returns the runs' names."""
     if not (src / RETURNED).exists():
         raise SystemExit(f"{src}: no {RETURNED} (run with --copy-to $OUT)")
@@ -368,7 +371,7 @@ def fetch(src: Path, root: Path) -> list[str]:
                 (root / name / f).write_text(json.dumps(entry[f.removesuffix(".json")], indent=2) + "\n")
         if entry.get("log_tail"):
             (root / name / "train-log-tail.txt").write_text(entry["log_tail"])
-        tar = src / f"{name}.ckpt.tar"
+        tar = src / f"{name}.ckpt.tar.gz"
         if tar.exists():
             with tarfile.open(tar) as t:
                 for flat, path in CHECKPOINT_FILES.items():
@@ -466,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--continue-stopped", action="store_true",
                     help="run: a run its wall-clock budget stopped goes on from its checkpoint (carry its folder)")
     ap.add_argument("--copy-checkpoints", action="store_true",
-                    help="run: with --copy-to, budget-stopped runs' checkpoints come back too, as NAME.ckpt.tar, "
+                    help="run: with --copy-to, budget-stopped runs' checkpoints come back too, as NAME.ckpt.tar.gz, "
                          "while $OUT's limits allow (d 64 runs only, 4 at most)")
     ap.add_argument("--out", default="benchmarks/results/seqrec-beauty.json", help="merge: the result file")
     ap.add_argument("--dry-run", action="store_true", help="merge: print the command, run nothing")

@@ -122,16 +122,19 @@ def test_selection_takes_the_best_mean_validation_and_reads_no_test_figure(gpu, 
     assert f"adopted: {names[1]}" in merge[-1] and "0.2500" in merge[-1] and "2026-12-05" in merge[-1]
 
 
-def test_what_comes_back_fits_the_device_limits_and_is_fetched(gpu, tmp_path):
-    """Twelve runs' files in one JSON; checkpoint tars while the 8 files / 16 MiB each / 64 MiB limits allow."""
+def test_what_comes_back_fits_the_device_limits_and_is_fetched(gpu, tmp_path, monkeypatch):
+    """Twelve runs' files in one JSON; checkpoint tars while the limits allow (8 files, 16 MiB each, 64 MiB in all:
+    here 16 KiB each and 60 KiB in all, with checkpoints of random bytes that gzip cannot shrink)."""
+    monkeypatch.setattr(gpu, "RETURN_LIMIT", 16 * 2**10)
+    monkeypatch.setattr(gpu, "RETURN_TOTAL", 60 * 2**10)
     root, out = tmp_path / "runs", tmp_path / "OUT"
     names = [f"c{i}-seed1" for i in range(12)]
     for i, name in enumerate(names):
         (root / name / "checkpoints" / "best").mkdir(parents=True)
         (root / name / "metrics.json").write_text(json.dumps({"valid": {"ndcg@10": i}, "stopped_by": "max_elapsed_minutes"}))
         (root / name / "run.json").write_text(json.dumps({"name": name}))
-        size = 20 * 2**20 if i == 0 else 12 * 2**20  # the first is too big to come back
-        (root / name / "checkpoints" / "last.pt").write_bytes(b"\0" * size)
+        size = 20 * 2**10 if i == 0 else 12 * 2**10  # the first is too big to come back
+        (root / name / "checkpoints" / "last.pt").write_bytes(os.urandom(size))
         (root / name / "checkpoints" / "best" / "model.safetensors").write_bytes(b"m" * 100)
         (root / name / "checkpoints" / "best" / "config.json").write_text("{}")
     (root / "failed-seed1").mkdir()
@@ -139,10 +142,11 @@ def test_what_comes_back_fits_the_device_limits_and_is_fetched(gpu, tmp_path):
     (root / "failed-seed1" / "train.log").write_text("x" * 10000 + "CUDA out of memory")
     gpu.copy_back(root, [*names, "failed-seed1", "not-started-seed1"], out)
     sent = gpu.copy_checkpoint_tars(root, names, out)
-    assert sent == names[1:6]  # 1 JSON + 5 tars of 12 MiB: the next would pass 64 MiB
+    assert sent == names[1:5]  # the JSON and 4 tars of about 12 KiB: a fifth would pass 60 KiB
     files = list(out.iterdir())
     assert len(files) <= gpu.RETURN_FILES and sum(f.stat().st_size for f in files) <= gpu.RETURN_TOTAL
     assert all(f.stat().st_size <= gpu.RETURN_LIMIT for f in files)
+    assert sorted(f.name for f in files) == sorted([gpu.RETURNED, *(f"{n}.ckpt.tar.gz" for n in sent)])
     back = json.loads((out / gpu.RETURNED).read_text())["runs"]
     assert set(back) == {*names, "failed-seed1"} and back["failed-seed1"]["metrics"] is None
     assert back["failed-seed1"]["log_tail"].endswith("CUDA out of memory") and len(back["failed-seed1"]["log_tail"]) == 4000
@@ -150,7 +154,8 @@ def test_what_comes_back_fits_the_device_limits_and_is_fetched(gpu, tmp_path):
     assert sorted(got) == sorted([*names, "failed-seed1"])
     assert json.loads((tmp_path / "here" / names[3] / "metrics.json").read_text())["valid"]["ndcg@10"] == 3
     assert not (tmp_path / "here" / "failed-seed1" / "metrics.json").exists()
-    assert (tmp_path / "here" / names[1] / "checkpoints" / "last.pt").stat().st_size == 12 * 2**20
+    assert (tmp_path / "here" / names[1] / "checkpoints" / "last.pt").read_bytes() == (
+        root / names[1] / "checkpoints" / "last.pt").read_bytes()
     assert (tmp_path / "here" / names[1] / "checkpoints" / "best" / "model.safetensors").read_bytes() == b"m" * 100
     assert not (tmp_path / "here" / names[0] / "checkpoints").exists()
 
@@ -211,7 +216,7 @@ def test_runs_go_side_by_side_end_to_end_into_the_result_file(gpu, tiny_features
     assert all(m["epochs_run"] == 1 and m["stopped_by"] == "max_elapsed_minutes" for m in first.values())
     assert [m["config"]["seed"] for m in first.values()] == [1, 2]
     assert sorted(p.name for p in (tmp_path / "OUT").iterdir()) == sorted(
-        [gpu.RETURNED, "tiny-bsarec-seed1.ckpt.tar", "tiny-bsarec-seed2.ckpt.tar"])
+        [gpu.RETURNED, "tiny-bsarec-seed1.ckpt.tar.gz", "tiny-bsarec-seed2.ckpt.tar.gz"])
     assert sorted(gpu.fetch(tmp_path / "OUT", tmp_path / "elsewhere")) == ["tiny-bsarec-seed1", "tiny-bsarec-seed2"]
     assert (tmp_path / "elsewhere" / "tiny-bsarec-seed1" / "checkpoints" / "best" / "model.safetensors").exists()
     # the budget-stopped seed 1 goes on from its checkpoint, one run at a time (the default)

@@ -9,7 +9,8 @@ figure; the other candidates are exploratory rows.
 Here (no GPU needed), once:
 
     .venv/bin/python benchmarks/seqrec_gpu_runs.py prepare        # Beauty.txt -> .gpu-beauty/prep/features (3.4 MB)
-    .venv/bin/python benchmarks/seqrec_gpu_runs.py commands       # the exact torchrun command of every run
+    .venv/bin/python benchmarks/seqrec_gpu_runs.py commands       # every run's torchrun command (run --parallel
+                                                                  # adds its own port and CPU threads)
 
 On the device machine (its ``python3`` has torch, pandas, pyarrow, pyyaml; the repository there is the session's
 checkout, so this file and the plan must be committed there), in one command, carrying the features:

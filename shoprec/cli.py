@@ -458,9 +458,12 @@ def pipeline_schedule(host: str, cron: str, name: str, experiment: str | None, p
 @click.option("--max-body", default=64 * 1024, show_default=True, help="Largest request body in bytes (413 above).")
 @click.option("--infer-thread/--infer-on-loop", default=None,
               help="Batched forwards on their own thread or on the event loop (default: a thread with > 2 cores).")
+@click.option("--rec-store", default="", envvar="SHOPREC_REC_STORE_URL",
+              help="Redis URL with the night's batch lists: /v1/recommend answers known shoppers from it, the model "
+                   "otherwise.")
 def serve_cmd(model_uri: str, host: str, port: int, ranker_dir: str | None, search_index: str | None, int8: bool,
               pair_max_len: int | None, poll_seconds: float, max_batch: int, batch_wait_ms: float,
-              torch_threads: int | None, max_body: int, infer_thread: bool | None) -> None:
+              torch_threads: int | None, max_body: int, infer_thread: bool | None, rec_store: str) -> None:
     """Serve the model over HTTP: /v1/recommend, /v1/score, /v1/search, /admin/reload, /readyz, /metrics.
 
     With SHOPREC_API_TOKEN set, /v1/* and /admin/* need Authorization: Bearer <token>.
@@ -470,7 +473,8 @@ def serve_cmd(model_uri: str, host: str, port: int, ranker_dir: str | None, sear
     try:
         run_server(model_uri, host=host, port=port, ranker_dir=ranker_dir, poll_seconds=poll_seconds,
                    max_batch=max_batch, max_wait_ms=batch_wait_ms, torch_threads=torch_threads, max_body=max_body,
-                   infer_thread=infer_thread, search_index=search_index, int8=int8, pair_max_len=pair_max_len)
+                   infer_thread=infer_thread, search_index=search_index, int8=int8, pair_max_len=pair_max_len,
+                   rec_store=rec_store)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from e
 

@@ -195,7 +195,8 @@ def test_store_round_trip(committed, redis_url):
     lists = dict(batch.shopper_lists(batch.read_batch(str(root / "recs"), DATE, "3")))
     user = sorted(lists)[0]
     got = store.read(user)
-    assert got["version"] == "3" and got["date"] == DATE and got["items"] == lists[user]
+    assert got["version"] == "3" and got["date"] == DATE
+    assert got["items"] == [{"item_id": i["item_id"], "score": i["score"]} for i in lists[user]]  # titles: the server's
     assert store.read("nobody") is None
     assert store.meta()["shoppers"] == manifest["shoppers"]
     keys = list(store.client.scan_iter("shoprec:recs:tiny:*"))

@@ -2,7 +2,9 @@
 
 One key per shopper, ``shoprec:recs:{model_name}:{user_id}``, holding JSON::
 
-    {"version": "3", "date": "2026-12-05", "items": [{"item_id": "p00012", "title": "...", "score": 7.1}, ...]}
+    {"version": "3", "date": "2026-12-05", "items": [["p00012", 7.1], ...]}
+
+(item id and score, best first; no titles, which the server has from its model: half the memory per shopper)
 
 and one key per model, ``shoprec:recs:{model_name}:_meta``, saying which (date, version) was loaded last and
 for how many shoppers. Writes go through a non-transactional pipeline in chunks; keys get an optional TTL so a
@@ -56,12 +58,13 @@ class RecStore:
 
     def write(self, recs: Iterable[tuple[str, list[dict]]], version: str, date: str, ttl_s: int = 0,
               chunk: int = 1000) -> int:
-        """Write ``(user_id, items)`` pairs (items best first: item_id, title, score); returns how many shoppers.
+        """Write ``(user_id, items)`` pairs (items best first, dicts with item_id and score); returns how many shoppers.
         ``ttl_s`` > 0 sets each key to expire after that many seconds."""
         n, pipe = 0, self.client.pipeline(transaction=False)
         try:
             for user_id, items in recs:
-                value = json.dumps({"version": str(version), "date": date, "items": items}, separators=(",", ":"))
+                pairs = [[i["item_id"], i["score"]] for i in items]
+                value = json.dumps({"version": str(version), "date": date, "items": pairs}, separators=(",", ":"))
                 pipe.set(self.key(user_id), value, ex=ttl_s or None)
                 n += 1
                 if n % chunk == 0:
@@ -76,9 +79,24 @@ class RecStore:
         return n
 
     def read(self, user_id: str) -> dict | None:
-        """The stored list of ``user_id`` (``{"version", "date", "items"}``), or None when the store has none."""
+        """The stored list of ``user_id`` (``{"version", "date", "items": [{"item_id", "score"}, ...]}``), or None
+        when the store has none."""
+        value = self._get(user_id)
+        if value is None:
+            return None
         try:
-            raw = self.client.get(self.key(user_id))
+            value["items"] = [{"item_id": i, "score": s} for i, s in value["items"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise RecStoreError(f"unreadable value at {self.key(user_id)}: {e!r}") from e
+        return value
+
+    def meta(self) -> dict | None:
+        """What was loaded last for this model (version, date, shoppers, loaded_at), or None."""
+        return self._get(META)
+
+    def _get(self, name: str) -> dict | None:
+        try:
+            raw = self.client.get(self.key(name))
         except Exception as e:
             raise RecStoreError(f"reading from the recommendation store at {_safe(self.url)} failed: {e}") from e
         if raw is None:
@@ -86,11 +104,7 @@ class RecStore:
         try:
             return json.loads(raw)
         except ValueError as e:
-            raise RecStoreError(f"unreadable value at {self.key(user_id)}: {e}") from e
-
-    def meta(self) -> dict | None:
-        """What was loaded last for this model (version, date, shoppers, loaded_at), or None."""
-        return self.read(META)
+            raise RecStoreError(f"unreadable value at {self.key(name)}: {e}") from e
 
     def close(self) -> None:
         self.client.close()

@@ -194,8 +194,11 @@ def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: floa
             stored = await store.lookup(m.name, req.user_id)
             if stored is not None and len(stored["items"]) >= req.k:
                 metrics.rec_source.labels("store").inc()
-                return _json({"items": stored["items"][:req.k], "model": m.name, "version": stored["version"],
-                              "unknown_items": [], "source": "store"})
+                index, titles = m.rec.index, m.rec.titles  # titles from the served model ("" for an item it lacks)
+                items = [{"item_id": i["item_id"], "title": titles[index[i["item_id"]]] if i["item_id"] in index else "",
+                          "score": i["score"]} for i in stored["items"][:req.k]]
+                return _json({"items": items, "model": m.name, "version": stored["version"], "unknown_items": [],
+                              "source": "store"})
         history, unknown = history_for(m, req)
         picked = await m.batcher.submit(Job("recommend", history, req.k, req.exclude_seen))
         ids, titles = m.rec.item_ids, m.rec.titles

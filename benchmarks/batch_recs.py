@@ -34,6 +34,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
@@ -46,14 +47,38 @@ from shoprec.seqrec.model import SeqRec, SeqRecConfig, save_model  # noqa: E402
 DATE = "2026-12-05"
 
 
-def make_model(features: Path, out: Path, seed: int = 0) -> Path:
-    """A SASRec over the features' items, saved as a model folder the Recommender loads."""
+def make_model(features: Path, out: Path, seed: int = 0, catalogue: int = 0) -> Path:
+    """A SASRec over the features' items, saved as a model folder the Recommender loads. ``catalogue`` > the
+    features' items: that many items, the extra ones made up (no shopper has seen them), to time a larger shop."""
     torch.manual_seed(seed)
-    n_items = pq.read_metadata(features / "items.parquet").num_rows
-    cfg = SeqRecConfig(n_items=n_items, objective="sasrec", max_len=50, d_model=64, n_layers=2, n_heads=2)
+    items = pq.read_table(features / "items.parquet", columns=["item_id", "title"])
+    if catalogue > items.num_rows:
+        extra = [f"x{i:07d}" for i in range(catalogue - items.num_rows)]
+        items = pa.concat_tables([items, pa.table({"item_id": extra, "title": extra}, schema=items.schema)])
+    cfg = SeqRecConfig(n_items=items.num_rows, objective="sasrec", max_len=50, d_model=64, n_layers=2, n_heads=2)
     save_model(SeqRec(cfg).eval(), out)
-    shutil.copy(features / "items.parquet", out / "items.parquet")
+    pq.write_table(items, out / "items.parquet")
     shutil.copy(features / "sequences.parquet", out / "histories.parquet")
+    return out
+
+
+def catalogue_rates(features: Path, work: Path, sizes: list[int], k: int, shards: int = 10) -> list[dict]:
+    """Shoppers per second on one thread for larger catalogues (the score layer and top-K grow with it), on one
+    shard of ``shards`` to keep the run short."""
+    from shoprec.seqrec.recommend import Recommender
+
+    out = []
+    for size in sizes:
+        model = make_model(features, work / f"model-{size}", catalogue=size)
+        rec = Recommender(model)
+        t0 = time.perf_counter()
+        info = batch.batch_recommend_shard(model, features, 0, shards, k, work / f"cat-{size}", model_name="bench",
+                                           model_version="1", date=DATE, rec=rec,
+                                           batch_size=max(16, min(256, 2 ** 24 // size)))
+        seconds = time.perf_counter() - t0
+        out.append({"items": rec.n_items, "shoppers": info["shoppers"], "seconds": seconds,
+                    "shoppers_per_s": info["shoppers"] / seconds})
+        shutil.rmtree(work / f"model-{size}")
     return out
 
 
@@ -125,6 +150,8 @@ def main() -> None:
     p.add_argument("--events-per-day", type=float, default=1e9)
     p.add_argument("--hours", type=float, default=1.0, help="Wall time the projected batch must fit in.")
     p.add_argument("--usd-per-core-hour", type=float, default=0.04, help="Assumed price of one core-hour.")
+    p.add_argument("--catalogues", default="100000,1000000",
+                   help="Larger catalogues (items, comma-separated) to time on one shard of ten.")
     p.add_argument("--out", default="benchmarks/results/batch-recs.json")
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -143,6 +170,8 @@ def main() -> None:
         commit_seconds = time.perf_counter() - t0
         parquet_bytes = sum(f.stat().st_size for f in (work / "recs").rglob("*.parquet"))
         store = redis_load([work / "many" / f"shard-{s}" for s in range(a.shards)], work)
+        sizes = [int(c) for c in a.catalogues.split(",") if c]
+        catalogues = catalogue_rates(work / "features", work, sizes, a.k) if sizes else []
         shoppers = manifest["shoppers"]
         per_process = shoppers / one[0]["score_seconds"]
         per_million = feats["users_kept"] / stats["events"] * 1e6
@@ -176,8 +205,16 @@ def main() -> None:
                 "redis_gb": active * store["redis_bytes_per_shopper"] / 1e9 if store else None,
                 "redis_load_minutes_one_writer": active / store["shoppers_per_s"] / 60 if store else None,
                 "note": "active shoppers from the built-in shop's ratio in a one-day window; the score layer grows "
-                        "with the catalogue (here its items), so a larger catalogue costs more per shopper",
+                        "with the catalogue (here its items), so a larger catalogue costs more per shopper: "
+                        "see by_catalogue",
+                "by_catalogue": [{"items": c["items"], "shoppers_per_s": c["shoppers_per_s"],
+                                  "core_hours": active / c["shoppers_per_s"] / 3600,
+                                  "shards_of_one_core_to_fit": max(1, int(-(-(active / c["shoppers_per_s"] / 3600)
+                                                                         // a.hours))),
+                                  "usd_per_night": active / c["shoppers_per_s"] / 3600 * a.usd_per_core_hour}
+                                 for c in catalogues],
             },
+            "catalogues": catalogues,
         }
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(result, indent=2) + "\n")

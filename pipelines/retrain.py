@@ -108,10 +108,11 @@ def _steps(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy
                                   after=promote_task)
     with dsl.Else(name="gate-failed"):  # the night's recommendations still come, from the @champion
         kept_tasks = _batch_recs(features_task, data_uri, model_name, "", batch)
-    return {**batch_tasks, **{f"{name}_kept": task for name, task in kept_tasks.items()},"days": days, "ingest": ingest_task, "day_features": day_task, "merge": merge_task,
+    return {"days": days, "ingest": ingest_task, "day_features": day_task, "merge": merge_task,
             "features": features_task, "train": train_task, "evaluate": eval_task, "register": register_task,
             "deploy": deploy_task, "promote": promote_task, "train_ranker": ranker_task,
-            "evaluate_ranker": ranker_eval, "register_ranker": ranker_register}
+            "evaluate_ranker": ranker_eval, "register_ranker": ranker_register,
+            **batch_tasks, **{f"{name}_kept": task for name, task in kept_tasks.items()}}
 
 
 def _batch_recs(features_task, data_uri, model_name, version, batch, after=None) -> dict:

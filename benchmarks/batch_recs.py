@@ -73,8 +73,7 @@ def catalogue_rates(features: Path, work: Path, sizes: list[int], k: int, shards
         rec = Recommender(model)
         t0 = time.perf_counter()
         info = batch.batch_recommend_shard(model, features, 0, shards, k, work / f"cat-{size}", model_name="bench",
-                                           model_version="1", date=DATE, rec=rec,
-                                           batch_size=max(16, min(256, 2 ** 24 // size)))
+                                           model_version="1", date=DATE, rec=rec)
         seconds = time.perf_counter() - t0
         out.append({"items": rec.n_items, "shoppers": info["shoppers"], "seconds": seconds,
                     "shoppers_per_s": info["shoppers"] / seconds})

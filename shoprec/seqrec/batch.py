@@ -96,9 +96,11 @@ def plan_batch(features: str | Path, shards: int, model_name: str = "", version:
 
 def batch_recommend_shard(model_dir: str | Path, features: str | Path, shard: int, shards: int, k: int,
                           out: str | Path, model_name: str = "", model_version: str = "", date: str = "",
-                          batch_size: int = 256, rec=None) -> dict:
+                          batch_size: int | None = None, rec=None) -> dict:
     """Top ``k`` (seen items excluded) for the shoppers of one shard; writes ``out/part-NNNNN.parquet`` and
-    ``out/_part.json`` (what the commit checks). ``rec``: an already loaded Recommender of ``model_dir``."""
+    ``out/_part.json`` (what the commit checks). ``rec``: an already loaded Recommender of ``model_dir``.
+    ``batch_size``: shoppers per forward (default: 256, fewer for a large catalogue so that one batch's scores
+    stay near 64 MB)."""
     from shoprec.seqrec.recommend import Recommender
 
     if not 0 <= shard < shards:
@@ -117,6 +119,7 @@ def batch_recommend_shard(model_dir: str | Path, features: str | Path, shard: in
     for row, (_, h) in enumerate(mine):
         by_length[min(len(h), max_len)].append(row)
     top_k = min(k, rec.n_items)
+    batch_size = batch_size or max(16, min(256, 2 ** 24 // (rec.n_items + 1)))
     picked: dict[int, tuple[list[float], list[int]]] = {}
     done, last_log = 0, started
     with torch.inference_mode():

@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: anything else would pull a multi-GB CUDA build from the index.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,serve]'
+	$(BIN)/python -m pip install -q -e '.[dev,serve,recstore]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -4,6 +4,8 @@
     list-partitions (data window) -> ParallelFor(day): ingest -> day-features
                     -> merge-ingest, features -> train (warm start optional) -> evaluate -> register (@challenger)
                     -> if the gate passed: deploy (canary of models:/NAME/N) -> promote (checks, @champion)
+                       -> batch recommendations with vN: batch-plan -> ParallelFor(shard): batch-shard -> batch-commit
+                    -> else: the same batch with the @champion, so the night still gets its recommendations
     notify: whatever happened, one message to ``webhook_url`` (failed, promoted, kept, canary rolled back)
 
 ``retrain`` runs anywhere (``shoprec pipeline run --local`` runs it with kfp.local); ``retrain_cluster``
@@ -22,6 +24,7 @@ from pathlib import Path
 import yaml
 from kfp import dsl, kubernetes
 
+from components.batch_recommend import batch_commit, batch_plan, batch_shard
 from components.day_features import day_features
 from components.deploy import deploy
 from components.evaluate import evaluate
@@ -43,24 +46,25 @@ from shoprec.pipeline.trainjob import SECRET_ENV, nccl_debug_requested
 RECIPE = json.dumps(yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "seqrec" / "builtin.yaml").read_text()))
 RANKER_RECIPE = json.dumps(yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "ranker" / "builtin.yaml").read_text()))
 MAX_PARALLEL_DAYS = 8
+MAX_PARALLEL_SHARDS = 8
 
 
 def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
          ranker_recipe, canary_percent, max_error_rate, ready_timeout, window, warm_start, webhook_url,
-         nodes=1, gpus=None) -> dict:
+         nodes=1, gpus=None, batch=None) -> dict:
     notify_task = notify(webhook_url=webhook_url, model_name=model_name, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
     notify_task.set_caching_options(False)
     with dsl.ExitHandler(notify_task, name="retrain"):
         tasks = _steps(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe,
                        ranker_name, ranker_recipe, canary_percent, max_error_rate, ready_timeout, window, warm_start,
-                       nodes)
+                       nodes, batch)
         if gpus is not None:  # cluster: the train step's GPU count, inside the handler like every task it feeds
             tasks["launcher_gpus"] = launcher_gpus(gpus=gpus, nodes=nodes)
     return {**tasks, "notify": notify_task}
 
 
 def _steps(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
-           ranker_recipe, canary_percent, max_error_rate, ready_timeout, window, warm_start, nodes) -> dict:
+           ranker_recipe, canary_percent, max_error_rate, ready_timeout, window, warm_start, nodes, batch) -> dict:
     lookback_days, start_date, end_date = window
     days = list_partitions(data_uri=data_uri, lookback_days=lookback_days, start_date=start_date, end_date=end_date)
     days.set_caching_options(False)  # new days arrive under the same URI
@@ -100,10 +104,32 @@ def _steps(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy
         promote_task = promote(deployment=deploy_task.output, max_error_rate=max_error_rate,
                                ready_timeout=ready_timeout)
         promote_task.set_caching_options(False)
+        batch_tasks = _batch_recs(features_task, data_uri, model_name, register_task.outputs["version"], batch,
+                                  after=promote_task)
+    with dsl.Else(name="gate-failed"):  # the night's recommendations still come, from the @champion
+        kept_tasks = _batch_recs(features_task, data_uri, model_name, "", batch)
     return {"days": days, "ingest": ingest_task, "day_features": day_task, "merge": merge_task,
             "features": features_task, "train": train_task, "evaluate": eval_task, "register": register_task,
             "deploy": deploy_task, "promote": promote_task, "train_ranker": ranker_task,
-            "evaluate_ranker": ranker_eval, "register_ranker": ranker_register}
+            "evaluate_ranker": ranker_eval, "register_ranker": ranker_register,
+            **batch_tasks, **{f"{name}_kept": task for name, task in kept_tasks.items()}}
+
+
+def _batch_recs(features_task, data_uri, model_name, version, batch, after=None) -> dict:
+    """Top-K for every shopper of the window with ``version`` ("": the @champion), in shards, committed under
+    ``batch_recs_uri/date=D/version=N/`` and loaded into Redis when a URL is given (shoprec.seqrec.batch)."""
+    shards, k, dest_uri, date, redis_url = batch
+    plan = batch_plan(features=features_task.outputs["features"], model_name=model_name, version=version,
+                      shards=shards, date=date)
+    plan.set_caching_options(False)  # the champion and today's date change between runs
+    if after is not None:
+        plan.after(after)
+    with dsl.ParallelFor(plan.output, parallelism=MAX_PARALLEL_SHARDS) as spec:
+        shard = batch_shard(features=features_task.outputs["features"], spec=spec, k=k)
+    commit = batch_commit(parts=dsl.Collected(shard.outputs["recs"]), data_uri=data_uri, dest_uri=dest_uri,
+                          redis_url=redis_url)
+    commit.set_caching_options(False)  # it writes to S3 and Redis
+    return {"batch_plan": plan, "batch_shard": shard, "batch_commit": commit}
 
 
 @dsl.pipeline(name="shoprec-retrain",
@@ -127,14 +153,22 @@ def retrain(
     end_date: str = "",
     warm_start: bool = False,
     webhook_url: str = "",
+    batch_shards: int = 2,
+    batch_k: int = 20,
+    batch_recs_uri: str = "",
+    batch_date: str = "",
+    redis_url: str = "",
 ):
     _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
          ranker_recipe, canary_percent, max_error_rate, ready_timeout, (lookback_days, start_date, end_date),
-         warm_start, webhook_url)
+         warm_start, webhook_url, batch=(batch_shards, batch_k, batch_recs_uri, batch_date, redis_url))
 
 
 # What the promote step adds: the server's bearer token, for its smoke requests.
 SERVER_TOKEN_ENV = {"SHOPREC_API_TOKEN": (SERVER_SECRET, "api-token")}
+# What the batch commit adds: the Redis URL (with its password) the server reads too; optional.
+REC_STORE_ENV = {"SHOPREC_REC_STORE_URL": (SERVER_SECRET, "rec-store-url")}
+BATCH_TASKS = tuple(f"{step}{branch}" for branch in ("", "_kept") for step in ("batch_plan", "batch_shard", "batch_commit"))
 
 
 def _secrets_as_env(task, secret_env: dict[str, tuple[str, str]] = SECRET_ENV) -> None:
@@ -165,10 +199,16 @@ def retrain_cluster(
     end_date: str = "",
     warm_start: bool = False,
     webhook_url: str = "",
+    batch_shards: int = 4,
+    batch_k: int = 20,
+    batch_recs_uri: str = "",
+    batch_date: str = "",
+    redis_url: str = "",
 ):
     tasks = _dag(data_uri, epochs, gpus, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
                  ranker_recipe, canary_percent, max_error_rate, ready_timeout, (lookback_days, start_date, end_date),
-                 warm_start, webhook_url, nodes=nodes, gpus=gpus)
+                 warm_start, webhook_url, nodes=nodes, gpus=gpus,
+                 batch=(batch_shards, batch_k, batch_recs_uri, batch_date, redis_url))
     images = image_env()  # resolved now, from the compiling shell
     for task in tasks.values():
         for var, value in sorted(images.items()):
@@ -176,8 +216,10 @@ def retrain_cluster(
     for name in ("days", "ingest", "evaluate", "register", "deploy", "evaluate_ranker", "register_ranker", "notify"):
         _secrets_as_env(tasks[name])
     _secrets_as_env(tasks["promote"], {**SECRET_ENV, **SERVER_TOKEN_ENV})
+    for name in BATCH_TASKS:  # the model from MLflow, the features and the destination on S3; Redis (optional)
+        _secrets_as_env(tasks[name], {**SECRET_ENV, **REC_STORE_ENV} if name.startswith("batch_commit") else SECRET_ENV)
     for name in ("days", "ingest", "day_features", "merge", "features", "evaluate", "register", "deploy",
-                 "evaluate_ranker", "register_ranker", "notify"):
+                 "evaluate_ranker", "register_ranker", "notify", *BATCH_TASKS):
         tasks[name].set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)
     t = tasks["train"]
     # the pod trains on its GPUs with one node; with more it only launches and watches the TrainJob: no GPU

@@ -193,13 +193,18 @@ def pipeline_compile(output: str, cluster: bool) -> None:
 @click.option("--lookback-days", default=0, show_default=True, help="Train on the newest N days of logs (0: all).")
 @click.option("--warm-start", is_flag=True, help="Start the recommender from the champion's weights.")
 @click.option("--webhook-url", default="", help="Post the run's outcome here (Slack-compatible JSON).")
+@click.option("--batch-shards", default=2, show_default=True, help="Shards of the nightly batch recommendations.")
+@click.option("--batch-recs-uri", default="", help="Where they go (default: DATA/recommendations).")
+@click.option("--redis-url", default="", help="Also load them into this Redis (the server's --rec-store).")
 def pipeline_run(local: bool, containers: bool, data_uri: str | None, epochs: int | None, workers: int,
-                 model_name: str, margin: float, lookback_days: int, warm_start: bool, webhook_url: str) -> None:
+                 model_name: str, margin: float, lookback_days: int, warm_start: bool, webhook_url: str,
+                 batch_shards: int, batch_recs_uri: str, redis_url: str) -> None:
     """Run the whole DAG on this machine."""
     from shoprec.pipeline.containers import ContainerRunError
     from shoprec.pipeline.runner import run_local
 
-    params = {"lookback_days": lookback_days, "warm_start": warm_start, "webhook_url": webhook_url}
+    params = {"lookback_days": lookback_days, "warm_start": warm_start, "webhook_url": webhook_url,
+              "batch_shards": batch_shards, "batch_recs_uri": batch_recs_uri, "redis_url": redis_url}
     try:
         _print_json(run_local(data_uri=data_uri, epochs=epochs, workers=workers, model_name=model_name, margin=margin,
                               runner="docker" if containers else "subprocess", params=params))
@@ -458,9 +463,12 @@ def pipeline_schedule(host: str, cron: str, name: str, experiment: str | None, p
 @click.option("--max-body", default=64 * 1024, show_default=True, help="Largest request body in bytes (413 above).")
 @click.option("--infer-thread/--infer-on-loop", default=None,
               help="Batched forwards on their own thread or on the event loop (default: a thread with > 2 cores).")
+@click.option("--rec-store", default="", envvar="SHOPREC_REC_STORE_URL",
+              help="Redis URL with the night's batch lists: /v1/recommend answers known shoppers from it, the model "
+                   "otherwise.")
 def serve_cmd(model_uri: str, host: str, port: int, ranker_dir: str | None, search_index: str | None, int8: bool,
               pair_max_len: int | None, poll_seconds: float, max_batch: int, batch_wait_ms: float,
-              torch_threads: int | None, max_body: int, infer_thread: bool | None) -> None:
+              torch_threads: int | None, max_body: int, infer_thread: bool | None, rec_store: str) -> None:
     """Serve the model over HTTP: /v1/recommend, /v1/score, /v1/search, /admin/reload, /readyz, /metrics.
 
     With SHOPREC_API_TOKEN set, /v1/* and /admin/* need Authorization: Bearer <token>.
@@ -470,7 +478,8 @@ def serve_cmd(model_uri: str, host: str, port: int, ranker_dir: str | None, sear
     try:
         run_server(model_uri, host=host, port=port, ranker_dir=ranker_dir, poll_seconds=poll_seconds,
                    max_batch=max_batch, max_wait_ms=batch_wait_ms, torch_threads=torch_threads, max_body=max_body,
-                   infer_thread=infer_thread, search_index=search_index, int8=int8, pair_max_len=pair_max_len)
+                   infer_thread=infer_thread, search_index=search_index, int8=int8, pair_max_len=pair_max_len,
+                   rec_store=rec_store)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from e
 

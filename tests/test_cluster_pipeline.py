@@ -66,7 +66,7 @@ def test_the_release_runs_register_deploy_promote_in_order(tmp_path):
     spec, _ = _load(tmp_path)
     deploy, promote = _task(spec, "deploy"), _task(spec, "promote")
     gate = next(t for comp in [spec["root"], *spec["components"].values()]
-                for n, t in comp.get("dag", {}).get("tasks", {}).items() if n.startswith("condition-"))
+                for n, t in comp.get("dag", {}).get("tasks", {}).items() if n.startswith("condition-branches-"))
     assert {"register", "register-2", "evaluate"} <= set(gate["dependentTasks"])
     assert promote["dependentTasks"] == ["deploy"]
     assert promote["inputs"]["parameters"]["deployment"]["taskOutputParameter"] == {
@@ -141,3 +141,20 @@ def test_training_steps_run_in_the_trainer_image(tmp_path):
     assert images["exec-train"].split(":")[0].endswith("/shoprec-trainer")
     assert images["exec-train-ranker"].split(":")[0].endswith("/shoprec-trainer")
     assert images["exec-ingest"].split(":")[0].endswith("/shoprec")
+
+
+def test_batch_recommendation_steps_get_secrets_and_retries(tmp_path):
+    spec, platform = _load(tmp_path)
+    for name in ("batch-plan", "batch-shard", "batch-commit", "batch-plan-2", "batch-shard-2", "batch-commit-2"):
+        assert _task(spec, name)["retryPolicy"]["maxRetryCount"] == 3, name
+        envs = {e["envVar"]: (s["secretName"], e["secretKey"], s["optional"])
+                for s in platform[f"exec-{name}"]["secretAsEnv"] for e in s["keyToEnv"]}
+        assert envs["MLFLOW_TRACKING_URI"] == ("shoprec-mlflow", "tracking-uri", False), name
+        assert envs["AWS_SECRET_ACCESS_KEY"] == ("shoprec-s3", "secret-access-key", False), name
+        # Redis is optional: without the key the batch goes to Parquet only
+        assert envs.get("SHOPREC_REC_STORE_URL") == (
+            ("shoprec-server", "rec-store-url", True) if "commit" in name else None), name
+    root = spec["root"]["inputDefinitions"]["parameters"]
+    assert root["batch_shards"]["defaultValue"] == 4 and root["batch_k"]["defaultValue"] == 20
+    loop = next(n[len("comp-"):] for n, c in spec["components"].items() if "batch-shard" in c.get("dag", {}).get("tasks", {}))
+    assert _task(spec, loop)["iteratorPolicy"]["parallelismLimit"] == 8

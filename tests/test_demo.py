@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from shoprec.pipeline.demo import step_events, steps_only
+from shoprec.pipeline.demo import batch_line, step_events, steps_only
 
 
 def test_step_events_read_kfp_local_lines_with_colours():
@@ -44,3 +44,11 @@ def test_a_failure_shows_the_end_of_the_log(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "step evaluate: FAILURE" in shown and "the pipeline failed; the end of its log:" in shown
     assert "Traceback: the real error" in shown
+
+
+def test_the_batch_line_says_how_many_shoppers_and_where():
+    recs = {"shoppers": 1975, "k": 20, "rows": 39500, "shards": 2, "model_name": "shoprec-seqrec", "version": "3",
+            "date": "2026-12-05", "uri": "/x/recommendations/date=2026-12-05/version=3"}
+    assert batch_line(recs) == ("batch: 1975 shoppers got their top-20 (39500 rows, 2 shards, shoprec-seqrec v3, "
+                                "2026-12-05) written to /x/recommendations/date=2026-12-05/version=3")
+    assert "no recommendations" in batch_line(None)

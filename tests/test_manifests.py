@@ -24,7 +24,7 @@ MANIFESTS = ROOT / "manifests"
 OVERLAYS = ["base", "overlays/dev", "overlays/prod"]
 K8S_VERSION = "1.32"
 SECRETS = {"shoprec-mlflow-db": {"username", "password"}, "shoprec-s3": {"access-key-id", "secret-access-key", "endpoint-url"},
-           "shoprec-mlflow": {"tracking-uri", "username", "password"}, "shoprec-server": {"api-token"}}
+           "shoprec-mlflow": {"tracking-uri", "username", "password"}, "shoprec-server": {"api-token", "rec-store-url"}}
 
 kv = pytest.importorskip("kubernetes_validate")
 jsonschema = pytest.importorskip("jsonschema")

@@ -12,6 +12,8 @@ from shoprec.pipeline.runner import compile_pipeline
 
 TASKS = {"ingest", "features", "train", "evaluate", "register", "deploy", "promote", "notify"}
 RANKER = {"train-ranker", "evaluate-ranker", "register-2"}
+# the night's recommendations: after promote (gate passed), and with the @champion when the gate failed
+BATCH = {"batch-plan", "batch-shard", "batch-commit", "batch-plan-2", "batch-shard-2", "batch-commit-2"}
 TINY_RECIPE = """
 epochs: 3
 batch_size: 32
@@ -53,14 +55,24 @@ def test_compile_has_every_step_inside_an_exit_handler(tmp_path):
     text = open(compile_pipeline(tmp_path / "retrain.yaml")).read()
     assert "pip install" not in text  # components run in images that already have shoprec and kfp
     spec = yaml.safe_load(text)
-    assert _tasks(spec) == TASKS | FANOUT | RANKER
+    assert _tasks(spec) == TASKS | FANOUT | RANKER | BATCH
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"data_uri", "epochs", "workers", "model_name", "margin", "lookback_days", "start_date", "end_date",
-            "warm_start", "webhook_url"} <= set(params)
+            "warm_start", "webhook_url", "batch_shards", "batch_k", "batch_recs_uri", "batch_date",
+            "redis_url"} <= set(params)
     loop = next(c for n, c in spec["components"].items() if n.startswith("comp-for-loop"))
     assert loop["dag"]["tasks"]["ingest"].get("cachingOptions", {}) == {}  # caching off: enableCache absent
     assert _task(spec, "for-loop-2")["iteratorPolicy"]["parallelismLimit"] == 8
-    assert "evaluate-Output" in _task(spec, "condition-3")["triggerPolicy"]["condition"]
+    gates = {n: t["triggerPolicy"]["condition"] for comp in spec["components"].values()
+             for n, t in comp.get("dag", {}).get("tasks", {}).items() if n.startswith("condition-")
+             and "condition" in t.get("triggerPolicy", {})}
+    passed = next(n for n, c in gates.items() if c.startswith("inputs.parameter_values['pipelinechannel--evaluate-Output']"))
+    failed = next(n for n, c in gates.items() if c.startswith("!(inputs.parameter_values['pipelinechannel--evaluate-Output']"))
+    in_passed = set(spec["components"][f"comp-{passed}"]["dag"]["tasks"])
+    assert {"deploy", "promote", "batch-plan", "batch-commit"} <= in_passed
+    assert {"batch-plan-2", "batch-commit-2"} <= set(spec["components"][f"comp-{failed}"]["dag"]["tasks"])
+    assert _task(spec, "batch-plan")["dependentTasks"] == ["promote"]  # the new champion, once it is one
+    assert _task(spec, "batch-plan-2")["inputs"]["parameters"]["version"]["runtimeValue"]["constant"] == ""
     # the root holds the steps' group and the exit step that runs whatever happens in it
     root = spec["root"]["dag"]["tasks"]
     assert set(root) == {"exit-handler-1", "notify"}
@@ -102,6 +114,11 @@ def test_whole_pipeline_locally_from_s3_into_mlflow_server(tiny_shop, s3_env, ml
     assert pointer["ranker_uri"] == "models:/it-ranker/1"
     # The ranker trained beside the recommender, was evaluated on clicks and registered as its own model.
     assert first["ranker"]["registered_version"] == "1" and first["ranker"]["champion_version"] == "1"
+    # the night's recommendations by the new champion, on S3 beside the raw logs
+    recs = first["batch"]
+    assert recs["version"] == "1" and recs["shards"] == 2 and recs["shoppers"] > 0
+    assert recs["rows"] == recs["shoppers"] * 20
+    assert recs["uri"] == f"s3://raw-pipeline/shop/recommendations/date={recs['date']}/version=1"
     assert 0.0 <= first["ranker"]["candidate"]["auc"] <= 1.0 and first["ranker"]["candidate"]["logloss"] > 0
 
     run = registry.client().get_run(
@@ -120,6 +137,12 @@ def test_whole_pipeline_locally_from_s3_into_mlflow_server(tiny_shop, s3_env, ml
     assert not (tmp_path / "home" / "deployments" / "it-seqrec.json").exists()
     assert registry.version_by_alias("it-seqrec", "challenger").version == "2"
     assert second["ranker"]["registered_version"] == "2"  # gated on its own click AUC against ranker v1
+    # gate failed: the champion (v1) made the night's list again; the same (date, version) replaced, not doubled
+    assert second["batch"]["version"] == "1" and second["batch"]["rows"] == recs["rows"]
+    assert second["batch"]["committed_at"] >= recs["committed_at"]
+    from shoprec.seqrec.batch import read_batch
+
+    assert read_batch("s3://raw-pipeline/shop/recommendations", recs["date"], "1").num_rows == recs["rows"]
 
     # A failing step (no such bucket) still ends in the exit step's message; the run itself fails.
     with pytest.raises(RuntimeError, match="list-partitions"):

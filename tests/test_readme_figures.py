@@ -25,7 +25,8 @@ CHECKED = {"Ranker on HomeDepot": ("ranker-homedepot.json", "bm25-grid-homedepot
            "Ranker pseudo-labelling": ("ranker-pseudolabel.json",),
            "Search by re-rank depth": ("search-homedepot.json", "ranker-homedepot.json"),
            "Reliability": ("reliability.json",),
-           "Ingest": ("ingest.json",), "Serving": ("serve.json",), "Warm start": ("warm-start.json",)}
+           "Ingest": ("ingest.json",), "Serving": ("serve.json",), "Warm start": ("warm-start.json",),
+           "Batch recommendations": ("batch-recs.json",)}
 ALLOWED = {"95%"}  # the confidence level of every interval
 FIGURE = re.compile(r"(?<![\w.])[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:%|x\b)?")
 NUMBER_IN_KEY = re.compile(r"\d+(?:\.\d+)?")

@@ -104,11 +104,19 @@ def _drop_handlers_on(stream) -> None:
                 lg.removeHandler(h)
 
 
+def batch_line(recs: dict | None) -> str:
+    """The demo's line about the night's batch recommendations (a committed manifest, or None)."""
+    if not recs:
+        return "batch: no recommendations were committed for tonight (see the pipeline log)"
+    return (f"batch: {recs['shoppers']} shoppers got their top-{recs['k']} ({recs['rows']} rows, {recs['shards']} "
+            f"shards, {recs['model_name']} v{recs['version']}, {recs['date']}) written to {recs['uri']}")
+
+
 def run_demo(port: int = 8765, model_name: str = "shoprec-seqrec") -> dict:
     say = print
     log_path = registry.shoprec_home() / "demo-pipeline.log"
     say("== 1/2  retrain pipeline (kfp.local): ingest -> features -> train -> evaluate -> register -> deploy "
-        f"-> promote -> notify\n   (each step's own output: {log_path})")
+        f"-> promote -> batch recommendations -> notify\n   (each step's own output: {log_path})")
     with steps_only(log_path):
         result = run_local(model_name=model_name)
     cand = result["candidate"]["ndcg@10"]
@@ -123,6 +131,7 @@ def run_demo(port: int = 8765, model_name: str = "shoprec-seqrec") -> dict:
     say(f"ranker v{rk['registered_version']}: click AUC {rk['candidate']['auc']:.4f}, log-loss "
         f"{rk['candidate']['logloss']:.4f}, search NDCG@10 {rk['candidate']['search_ndcg@10']:.4f}; "
         f"champion ranker is v{rk['champion_version']} ({rk['reason']})")
+    say(batch_line(result.get("batch")))
     say(f"MLflow: {result['tracking_uri']}  (mlflow ui --backend-store-uri {result['tracking_uri']})")
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is the server log's job

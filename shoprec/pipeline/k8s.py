@@ -32,6 +32,7 @@ OPTIONAL_SECRET_KEYS = frozenset({
     (MLFLOW_SECRET, "username"), (MLFLOW_SECRET, "password"),  # MLflow basic auth, when the server has it
     ("shoprec-s3", "endpoint-url"),  # MinIO or another S3-compatible store; absent on AWS S3
     (SERVER_SECRET, "api-token"),  # the server's bearer token; open /v1/* without it
+    (SERVER_SECRET, "rec-store-url"),  # Redis with the nightly batch lists; the model answers everything without it
 })
 
 # Server-side apply of the fields shoprec owns on the InferenceService.
@@ -108,6 +109,7 @@ def render_inference_service(name: str, model_uri: str, image: str | None = None
             _secret_env("MLFLOW_TRACKING_USERNAME", MLFLOW_SECRET, "username"),
             _secret_env("MLFLOW_TRACKING_PASSWORD", MLFLOW_SECRET, "password"),
             _secret_env("SHOPREC_API_TOKEN", SERVER_SECRET, "api-token"),
+            _secret_env("SHOPREC_REC_STORE_URL", SERVER_SECRET, "rec-store-url"),
             {"name": "HOME", "value": "/home/shoprec"},
         ],
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu_limit, "memory": memory_limit}},

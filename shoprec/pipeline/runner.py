@@ -33,7 +33,9 @@ def run_local(data_uri: str | None = None, epochs: int | None = None, workers: i
               runner: str = "subprocess", params: dict | None = None) -> dict:
     """Run the retrain DAG with kfp.local; returns what it registered and decided.
 
-    ``params``: more pipeline parameters (e.g. ``lookback_days``, ``warm_start``, ``webhook_url``).
+    ``params``: more pipeline parameters (e.g. ``lookback_days``, ``warm_start``, ``webhook_url``, ``batch_shards``,
+    ``batch_recs_uri``); ``batch_date`` is fixed to today here when not given, so the result can name the night's
+    recommendations (``result["batch"]``: the committed manifest, or None).
 
     ``runner="docker"`` runs every step in its image; a local ``data_uri`` is then uploaded to an S3 API and an
     ``mlflow server`` is started unless AWS_ENDPOINT_URL / an http MLFLOW_TRACKING_URI say where they are
@@ -48,8 +50,12 @@ def run_local(data_uri: str | None = None, epochs: int | None = None, workers: i
             from shoprec.data.synth import synthesize
 
             synthesize(data_uri)
+    from shoprec.seqrec.batch import batch_date
+
+    params = {**(params or {})}
+    params["batch_date"] = batch_date(params.get("batch_date", ""))
     args = dict(epochs=epochs, workers=workers, model_name=model_name, margin=margin, pipeline_root=pipeline_root,
-                recipe=recipe, ranker_name=ranker_name, ranker_recipe=ranker_recipe, params=params or {})
+                recipe=recipe, ranker_name=ranker_name, ranker_recipe=ranker_recipe, params=params)
     if runner == "subprocess":
         return _run(home, data_uri, runner, **args)
     from shoprec.pipeline import containers as container_runner
@@ -97,6 +103,11 @@ def _run(home: Path, data_uri: str, runner: str, epochs: int | None, workers: in
         "tracking_uri": os.environ["MLFLOW_TRACKING_URI"],
         "runner": runner,
     }
+    from shoprec.seqrec.batch import default_dest, read_manifest
+
+    # Both branches of the gate make the night's lists with the champion after the run (the new one if promoted).
+    dest = params.get("batch_recs_uri") or default_dest(data_uri)
+    result["batch"] = read_manifest(dest, params["batch_date"], str(champion.version)) if champion else None
     ranker_latest = max(c.search_model_versions(f"name='{ranker_name}'"), key=lambda v: int(v.version))
     ranker_champion = registry.version_by_alias(ranker_name)
     result["ranker"] = {

@@ -1,12 +1,17 @@
 """HTTP JSON server for the recommender and product search (FastAPI + uvicorn).
 
     shoprec serve --model models:/shoprec-seqrec@champion --port 8080 [--ranker DIR] [--search-index DIR]
-                  [--int8/--no-int8] [--poll-seconds 30]
+                  [--int8/--no-int8] [--poll-seconds 30] [--rec-store redis://HOST:6379/0]
 
 Endpoints (schema at ``/openapi.json``, docs at ``/docs``):
 
 - ``POST /v1/recommend`` ``{"user_id": "u000001", "k": 10}`` or ``{"history": ["p00001", ...], "k": 10}``
-  -> ``{"items": [{"item_id", "title", "score"}, ...], "model", "version", "unknown_items"}``
+  -> ``{"items": [{"item_id", "title", "score"}, ...], "model", "version", "unknown_items", "source"}``.
+  With a recommendation store (``--rec-store`` or ``SHOPREC_REC_STORE_URL``: the night's batch lists in Redis,
+  :mod:`shoprec.data.rec_store`), a known ``user_id`` is answered from the store (``"source": "store"``, the
+  ``version`` of the batch's model) when it holds at least ``k`` items for the shopper and ``exclude_seen`` is
+  on; otherwise, and whenever the store fails (logged; it is skipped for a few seconds after a failure), the
+  model answers (``"source": "model"``). A store never turns a request into a 500.
 - ``POST /v1/score`` ``{"user_id" | "history", "item_ids": [...]}`` -> the model's score of each given item
 - ``POST /v1/search`` ``{"query": "red drill", "k": 10, "rerank_depth": 20}`` -> products. Without a ranker:
   BM25 over the served items' titles. With ``--ranker``: BM25 top 100 and bi-encoder top 100 (query
@@ -43,6 +48,8 @@ from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from shoprec.data.rec_store import URL_ENV as REC_STORE_ENV
+from shoprec.data.rec_store import RecStore
 from shoprec.seqrec.recommend import UnknownUser
 from shoprec.serving.batching import Job
 from shoprec.serving.guard import MAX_BODY_BYTES, TOKEN_ENV, Guard
@@ -73,12 +80,13 @@ def _json(obj) -> Response:
 def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: float = 0.0, max_batch: int = 64,
                max_wait_ms: float = 0.0, max_body: int = MAX_BODY_BYTES, token: str | None = None,
                infer_thread: bool | None = None, search_index: str | None = None, int8: bool = True,
-               pair_max_len: int | None = None) -> FastAPI:
+               pair_max_len: int | None = None, rec_store: str | None = None) -> FastAPI:
     """The server for ``model_uri``; loads it before returning (a bad URI raises here, not at the first request).
 
     ``infer_thread``: run batched forwards and ranker searches on their own thread (default: only with
     more than 2 cores; with 2, the event loop runs them and no request pays a thread hop).
     ``ranker_dir`` / ``search_index`` / ``int8`` / ``pair_max_len``: see the module docstring.
+    ``rec_store``: a Redis URL with the night's lists (default: ``SHOPREC_REC_STORE_URL``; empty: none).
     """
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     metrics = Metrics()
@@ -102,6 +110,7 @@ def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: floa
             index_search(holder.current.index, "warm up", 10, depth)
     search_pool = ThreadPoolExecutor(1, thread_name_prefix="shoprec-search") if infer_thread else None
     reload_lock = asyncio.Lock()
+    store = StoreReader(rec_store if rec_store is not None else os.environ.get(REC_STORE_ENV, ""))
 
     async def reload(force: bool) -> dict:
         async with reload_lock:
@@ -170,7 +179,7 @@ def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: floa
         m = holder.current
         return {"status": "ok", "model": m.name, "version": m.version, "items": m.rec.n_items,
                 "uri": model_uri, "loaded_at": m.loaded_at, "ranker": bool(ranker),
-                "search": m.index.retrievers if m.index is not None else ["bm25"]}
+                "search": m.index.retrievers if m.index is not None else ["bm25"], "rec_store": bool(store.url)}
 
     @app.get("/metrics", tags=["health"])
     async def prometheus() -> Response:
@@ -181,11 +190,21 @@ def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: floa
     @app.post("/v1/recommend", response_model=RecommendResponse, dependencies=protected, tags=["v1"])
     async def recommend(req: RecommendRequest):
         m = holder.current
+        if store.url and req.user_id is not None and req.exclude_seen:
+            stored = await store.lookup(m.name, req.user_id)
+            if stored is not None and len(stored["items"]) >= req.k:
+                metrics.rec_source.labels("store").inc()
+                index, titles = m.rec.index, m.rec.titles  # titles from the served model ("" for an item it lacks)
+                items = [{"item_id": i["item_id"], "title": titles[index[i["item_id"]]] if i["item_id"] in index else "",
+                          "score": i["score"]} for i in stored["items"][:req.k]]
+                return _json({"items": items, "model": m.name, "version": stored["version"], "unknown_items": [],
+                              "source": "store"})
         history, unknown = history_for(m, req)
         picked = await m.batcher.submit(Job("recommend", history, req.k, req.exclude_seen))
         ids, titles = m.rec.item_ids, m.rec.titles
+        metrics.rec_source.labels("model").inc()
         return _json({"items": [{"item_id": ids[j], "title": titles[j], "score": round(v, 5)} for j, v in picked],
-                      "model": m.name, "version": m.version, "unknown_items": unknown})
+                      "model": m.name, "version": m.version, "unknown_items": unknown, "source": "model"})
 
     @app.post("/v1/score", response_model=ScoreResponse, dependencies=protected, tags=["v1"])
     async def score(req: ScoreRequest):
@@ -230,10 +249,38 @@ def create_app(model_uri: str, ranker_dir: str | None = None, poll_seconds: floa
     return app
 
 
+class StoreReader:
+    """Reads shoppers' batch lists from the store without ever failing a request: an error is logged, the caller
+    falls back to the model, and the store is left alone for ``backoff_s`` so a store that is down costs one
+    timeout, not one per request."""
+
+    def __init__(self, url: str, timeout: float = 0.25, backoff_s: float = 5.0):
+        self.url, self.timeout, self.backoff_s = url, timeout, backoff_s
+        self.stores: dict[str, RecStore] = {}
+        self.down_until = 0.0
+        if url:
+            RecStore(url, "check")  # the client is installed (raises saying how to install it); no connection yet
+
+    async def lookup(self, model_name: str, user_id: str) -> dict | None:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.down_until:
+            return None
+        store = self.stores.get(model_name)
+        if store is None:
+            store = self.stores[model_name] = RecStore(self.url, model_name, timeout=self.timeout)
+        try:
+            return await asyncio.to_thread(store.read, user_id)
+        except Exception as e:  # noqa: BLE001 - the model answers instead
+            self.down_until = loop.time() + self.backoff_s
+            log.warning("recommendation store failed, the model answers for %.0f s: %s", self.backoff_s, e)
+            return None
+
+
 def run_server(model_uri: str, host: str = "127.0.0.1", port: int = 8080, ranker_dir: str | None = None,
                poll_seconds: float = 30.0, max_batch: int = 64, max_wait_ms: float = 0.0,
                torch_threads: int | None = None, max_body: int = MAX_BODY_BYTES, infer_thread: bool | None = None,
-               search_index: str | None = None, int8: bool = True, pair_max_len: int | None = None) -> None:
+               search_index: str | None = None, int8: bool = True, pair_max_len: int | None = None,
+               rec_store: str | None = None) -> None:
     import torch
     import uvicorn
 
@@ -244,6 +291,6 @@ def run_server(model_uri: str, host: str = "127.0.0.1", port: int = 8080, ranker
     torch.set_num_interop_threads(1)
     app = create_app(model_uri, ranker_dir=ranker_dir, poll_seconds=poll_seconds, max_batch=max_batch,
                      max_wait_ms=max_wait_ms, max_body=max_body, infer_thread=infer_thread,
-                     search_index=search_index, int8=int8, pair_max_len=pair_max_len)
+                     search_index=search_index, int8=int8, pair_max_len=pair_max_len, rec_store=rec_store)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 loop="auto", http="auto", timeout_keep_alive=30)

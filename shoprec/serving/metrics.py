@@ -28,6 +28,10 @@ class Metrics:
         self.created = Gauge("shoprec_model_created_timestamp_seconds", "When the served version was registered "
                              "(a local folder: its weights' mtime), Unix seconds.", ["model"], registry=r)
         self.reloads = Counter("shoprec_model_reloads", "Model reloads.", ["result"], registry=r)
+        self.rec_source = Counter("shoprec_recommend_source", "/v1/recommend answers by where the list came from.",
+                                  ["source"], registry=r)
+        for source in ("store", "model"):
+            self.rec_source.labels(source)
         for result in ("changed", "unchanged", "error"):  # at 0 from the start, so the first error is an increase
             self.reloads.labels(result)
         self.search_stage = Histogram("shoprec_search_stage_seconds", "Time of one /v1/search stage.", ["stage"],

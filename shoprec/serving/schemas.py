@@ -59,8 +59,10 @@ class Item(BaseModel):
 class RecommendResponse(BaseModel):
     items: list[Item]
     model: str
-    version: str
+    version: str = Field(description="The model version that made the list (for source=store: the batch's).")
     unknown_items: list[str] = []
+    source: str = Field("model", description="'store': the night's batch list from the recommendation store; "
+                        "'model': scored now by the served model.")
 
 
 class ItemScore(BaseModel):

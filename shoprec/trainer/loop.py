@@ -4,7 +4,10 @@
 one process or under ``torchrun`` (gloo on CPU, NCCL with one process per GPU):
 
 - the process group is initialised from the torchrun environment (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``);
-- each process reads its shard of ``train_dataset`` (DistributedSampler); DDP averages gradients;
+- each process reads its shard of ``train_dataset`` (DistributedSampler); DDP averages gradients. With
+  ``local_share`` (the whole dataset's size), ``train_dataset`` holds only this process's share of the rows
+  (e.g. :func:`shoprec.data.shards.read_share`): :class:`ShareSampler` shuffles that share and pads it to the
+  same length on every rank, so no process loads all examples;
 - AdamW with weight decay (not on biases and LayerNorm weights), linear warmup then linear decay to 0
   (or a constant learning rate);
 - optional batching of each epoch's shard by the caller (``epoch_batches``: e.g. similar lengths together),
@@ -47,7 +50,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
@@ -109,6 +112,31 @@ def all_reduce_sums(sums: dict[str, float], device: torch.device | str = "cpu") 
     t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return dict(zip(keys, t.tolist()))
+
+
+class ShareSampler(Sampler):
+    """This rank's own rows (the dataset holds only them), shuffled per epoch and padded by wrapping to
+    ``ceil(total / world)`` so every rank runs the same number of steps (as DistributedSampler pads). With one
+    process it draws exactly DistributedSampler's order."""
+
+    def __init__(self, local_len: int, total: int, world: int, seed: int = 0):
+        self.local_len, self.per_rank, self.seed, self.epoch = local_len, math.ceil(total / world), seed, 0
+        if local_len == 0 and self.per_rank > 0:
+            raise ValueError(f"this rank has no rows of the {total} (world size {world}): fewer rows than ranks")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.local_len, generator=g).tolist()
+        while len(order) < self.per_rank:
+            order += order[:self.per_rank - len(order)]
+        return iter(order[:self.per_rank])
+
+    def __len__(self) -> int:
+        return self.per_rank
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -242,7 +270,8 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
         *, resume: bool = True, save_best: Callable[[nn.Module, Path], None] | None = None,
         load_best: Callable[[nn.Module, Path], None] | None = None, restore_best: bool = True,
         on_epoch_end: Callable[[int, dict], None] | None = None,
-        epoch_batches: Callable[[list[int], int], list[list[int]]] | None = None) -> dict:
+        epoch_batches: Callable[[list[int], int], list[list[int]]] | None = None,
+        local_share: int | None = None) -> dict:
     """Train ``model`` in place; returns the run summary (the same on every rank).
 
     Writes ``out_dir/checkpoints/last.pt`` (resume state) and ``out_dir/checkpoints/best/`` (via
@@ -251,6 +280,8 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
     ``epoch_batches(indices, epoch)``: this process's shuffled dataset indices for ``epoch`` cut into
     micro-batches by the caller (default: consecutive ``batch_size`` slices); called at the start of
     every epoch, before any other random draw of that epoch.
+    ``local_share``: the size of the whole dataset when ``train_dataset`` is only this process's share of it
+    (:class:`ShareSampler`); None: every process holds all of it (DistributedSampler).
     """
     cfg = config if isinstance(config, FitConfig) else FitConfig.from_dict(config)
     save_best = save_best or save_state_safetensors
@@ -266,8 +297,11 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
     torch.manual_seed(cfg.seed)
     model.to(device)
     module = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    sampler = DistributedSampler(train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
-                                 drop_last=False)
+    if local_share is None:
+        sampler = DistributedSampler(train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
+                                     drop_last=False)
+    else:
+        sampler = ShareSampler(len(train_dataset), local_share, world, seed=cfg.seed)
 
     def make_loader(epoch: int) -> DataLoader:
         if epoch_batches is None:

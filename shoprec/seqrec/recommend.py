@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import torch
 
@@ -83,12 +82,18 @@ class Recommender:
 
 def popularity_ranks(train_histories: list[list[str]], histories: list[list[str]], targets: list[str]) -> torch.Tensor:
     """Ranks under the most-popular baseline (counts over the histories), history items excluded."""
-    vocab = sorted({i for h in train_histories for i in h} | set(targets))
-    index = {item: j for j, item in enumerate(vocab, start=1)}
-    counts = np.zeros(len(vocab) + 1)
+    counts = {t: 0 for t in targets}
     for h in train_histories:
         for i in h:
-            counts[index[i]] += 1
-    scores = torch.tensor(counts, dtype=torch.float32).expand(len(targets), -1)
+            counts[i] = counts.get(i, 0) + 1
+    return popularity_ranks_counted(counts, histories, targets)
+
+
+def popularity_ranks_counted(counts: dict[str, int], histories: list[list[str]], targets: list[str]) -> torch.Tensor:
+    """Ranks under the most-popular baseline given its counts (item id -> count; the items it ranks, every target
+    among them), history items excluded: a shard of the shoppers ranked by the popularity over all of them."""
+    vocab = sorted(counts)
+    index = {item: j for j, item in enumerate(vocab, start=1)}
+    scores = torch.tensor([0.0] + [float(counts[i]) for i in vocab], dtype=torch.float32).expand(len(targets), -1)
     hs = [[index[i] for i in h] for h in histories]
-    return metrics.target_ranks(scores, torch.tensor([index[t] for t in targets]), exclude=hs)
+    return metrics.target_ranks(scores, torch.tensor([index[t] for t in targets], dtype=torch.long), exclude=hs)

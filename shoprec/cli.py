@@ -193,13 +193,16 @@ def pipeline_compile(output: str, cluster: bool) -> None:
 @click.option("--lookback-days", default=0, show_default=True, help="Train on the newest N days of logs (0: all).")
 @click.option("--warm-start", is_flag=True, help="Start the recommender from the champion's weights.")
 @click.option("--webhook-url", default="", help="Post the run's outcome here (Slack-compatible JSON).")
+@click.option("--shards", default=1, show_default=True, type=click.IntRange(1),
+              help="Shopper-hash shards: features and evaluation fan out into this many tasks.")
 def pipeline_run(local: bool, containers: bool, data_uri: str | None, epochs: int | None, workers: int,
-                 model_name: str, margin: float, lookback_days: int, warm_start: bool, webhook_url: str) -> None:
+                 model_name: str, margin: float, lookback_days: int, warm_start: bool, webhook_url: str,
+                 shards: int) -> None:
     """Run the whole DAG on this machine."""
     from shoprec.pipeline.containers import ContainerRunError
     from shoprec.pipeline.runner import run_local
 
-    params = {"lookback_days": lookback_days, "warm_start": warm_start, "webhook_url": webhook_url}
+    params = {"lookback_days": lookback_days, "warm_start": warm_start, "webhook_url": webhook_url, "shards": shards}
     try:
         _print_json(run_local(data_uri=data_uri, epochs=epochs, workers=workers, model_name=model_name, margin=margin,
                               runner="docker" if containers else "subprocess", params=params))

@@ -79,6 +79,23 @@ def _read_partial(path: Path, shard: int, shards: int) -> pd.DataFrame:
     return df[(keys >= lo) & (keys < hi)].reset_index(drop=True)
 
 
+def gather_partials(partials: list[str | Path], out: str | Path) -> list[Path]:
+    """The day partials copied (not parsed) into one folder, ``part-NNNNN/`` in the given order: what every
+    features shard task reads (KFP cannot hand a collected list of a fan-out to the tasks of another fan-out)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dirs = []
+    for j, p in enumerate(map(Path, partials)):
+        dirs.append(out / f"part-{j:05d}")
+        shutil.copytree(p, dirs[-1], dirs_exist_ok=True)
+    return dirs
+
+
+def gathered_partials(folder: str | Path) -> list[Path]:
+    """The partials of a :func:`gather_partials` folder, in their order."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and p.name.startswith("part-"))
+
+
 def partial_vocabulary(partials: list[str | Path]) -> list[str]:
     """Sorted ids of every item any shopper interacted with, from the partials' item lists."""
     ids: set[str] = set()

@@ -33,7 +33,7 @@ def run_local(data_uri: str | None = None, epochs: int | None = None, workers: i
               runner: str = "subprocess", params: dict | None = None) -> dict:
     """Run the retrain DAG with kfp.local; returns what it registered and decided.
 
-    ``params``: more pipeline parameters (e.g. ``lookback_days``, ``warm_start``, ``webhook_url``).
+    ``params``: more pipeline parameters (e.g. ``lookback_days``, ``warm_start``, ``webhook_url``, ``shards``).
 
     ``runner="docker"`` runs every step in its image; a local ``data_uri`` is then uploaded to an S3 API and an
     ``mlflow server`` is started unless AWS_ENDPOINT_URL / an http MLFLOW_TRACKING_URI say where they are

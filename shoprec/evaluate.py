@@ -78,9 +78,12 @@ def evaluate_shard(model_dir: str | Path, features: str | Path, shard: int = 0, 
     :func:`reduce_evaluation` sums the parts and applies the gate."""
     histories, targets = test_pairs(features, shard, shards)
     candidate = Recommender(model_dir)
-    counts = {"candidate": metrics.rank_counts(candidate.ranks(histories, targets)),
-              "popularity": metrics.rank_counts(popularity_ranks_counted(popularity_counts(features), histories,
-                                                                          targets))}
+
+    def counted(ranks) -> dict[int, int]:
+        return metrics.rank_counts(ranks()) if targets else {}  # a shard with no shopper counts nothing
+
+    counts = {"candidate": counted(lambda: candidate.ranks(histories, targets)),
+              "popularity": counted(lambda: popularity_ranks_counted(popularity_counts(features), histories, targets))}
     unreadable = None
     if champion:
         try:
@@ -90,7 +93,7 @@ def evaluate_shard(model_dir: str | Path, features: str | Path, shard: int = 0, 
             log.warning("champion%s in %s cannot be loaded by this shoprec version, so it cannot be compared: %s",
                         f" v{champion_version}" if champion_version else "", champion, unreadable)
         else:
-            counts["champion"] = metrics.rank_counts(champ_model.ranks(histories, targets))
+            counts["champion"] = counted(lambda: champ_model.ranks(histories, targets))
     part = {"shard": shard, "shards": shards, "users": len(targets), "champion_version": champion_version,
             "champion_unreadable": unreadable, "rank_counts": counts}
     if out is not None:

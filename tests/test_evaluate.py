@@ -108,3 +108,10 @@ def test_reduce_refuses_missing_shards_and_mixed_champions(tiny_model, tiny_feat
         reduce_evaluation([a], tmp_path / "x")
     with pytest.raises(ValueError, match="different champions"):
         reduce_evaluation([a, b], tmp_path / "y")
+
+
+def test_an_evaluation_shard_without_shoppers_counts_nothing(tiny_model, tiny_features):
+    from shoprec.evaluate import evaluate_shard
+
+    part = evaluate_shard(tiny_model, tiny_features, 0, 1000)  # more shards than shoppers: the first has none
+    assert part["users"] == 0 and part["rank_counts"] == {"candidate": {}, "popularity": {}}

@@ -89,11 +89,16 @@ def popularity_ranks(train_histories: list[list[str]], histories: list[list[str]
     return popularity_ranks_counted(counts, histories, targets)
 
 
-def popularity_ranks_counted(counts: dict[str, int], histories: list[list[str]], targets: list[str]) -> torch.Tensor:
+def popularity_ranks_counted(counts: dict[str, int], histories: list[list[str]], targets: list[str],
+                             batch_size: int = 2048) -> torch.Tensor:
     """Ranks under the most-popular baseline given its counts (item id -> count; the items it ranks, every target
     among them), history items excluded: a shard of the shoppers ranked by the popularity over all of them."""
     vocab = sorted(counts)
     index = {item: j for j, item in enumerate(vocab, start=1)}
-    scores = torch.tensor([0.0] + [float(counts[i]) for i in vocab], dtype=torch.float32).expand(len(targets), -1)
+    row = torch.tensor([0.0] + [float(counts[i]) for i in vocab], dtype=torch.float32)
     hs = [[index[i] for i in h] for h in histories]
-    return metrics.target_ranks(scores, torch.tensor([index[t] for t in targets], dtype=torch.long), exclude=hs)
+    ts = torch.tensor([index[t] for t in targets], dtype=torch.long)
+    # in batches of shoppers: ranking copies the scores, and all shoppers times all items would not fit
+    return torch.cat([metrics.target_ranks(row.expand(len(ts[b:b + batch_size]), -1), ts[b:b + batch_size],
+                                           exclude=hs[b:b + batch_size]) for b in range(0, len(ts), batch_size)]
+                     or [torch.zeros(0, dtype=torch.long)])

@@ -7,6 +7,7 @@ item ids.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -32,8 +33,12 @@ class Recommender:
         self.item_ids = [""] + items["item_id"].tolist()
         self.titles = [""] + items["title"].tolist()
         self.index = {item: i for i, item in enumerate(self.item_ids) if i}
-        hist = pq.read_table(model_dir / "histories.parquet")
-        self.histories = dict(zip(hist["user_id"].to_pylist(), hist["items"].to_pylist()))
+
+    @functools.cached_property
+    def histories(self) -> dict[str, list[int]]:
+        """Every known shopper's history, read on first use (evaluation passes histories and never reads them)."""
+        hist = pq.read_table(self.model_dir / "histories.parquet")
+        return dict(zip(hist["user_id"].to_pylist(), hist["items"].to_pylist()))
 
     @property
     def n_items(self) -> int:

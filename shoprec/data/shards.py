@@ -110,9 +110,9 @@ def partial_vocabulary(partials: list[str | Path]) -> list[str]:
 
 def click_samples_per_shopper(user_ids: list[str], seqs: list[list[int]], titles: list[str], n_negatives: int,
                               seed: int, max_per_user: int = 5) -> pd.DataFrame:
-    """Click samples with one RNG per shopper,
-    seeded by (seed, shopper hash): a shopper's samples are the same in any shard, so any shard count gives the
-    same samples. Positives are a shopper's next training item after a history window; negatives random items."""
+    """Click samples for the recommendation ranker: positives are a shopper's next training item after a window of
+    recent history titles, negatives random items. One RNG per shopper, seeded by (seed, shopper hash): a shopper's
+    samples are the same in any shard, so any shard count gives the same samples."""
     rows = []
     n_items = len(titles) - 1
     for user, seq, h in zip(user_ids, seqs, shopper_hashes(user_ids)):

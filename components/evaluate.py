@@ -1,14 +1,13 @@
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Model, Output
 
 from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def evaluate(model: Input[Model], features: Input[Dataset], model_name: str, margin: float,
-             evaluation: Output[Artifact], report: Output[HTML], summary: Output[Markdown],
-             metrics: Output[Metrics]) -> bool:
-    """Candidate vs popularity vs the current @champion on the same test data; returns the gate.
+def evaluate(model: Input[Model], parts: Input[list[Artifact]], margin: float, evaluation: Output[Artifact],
+             report: Output[HTML], summary: Output[Markdown], metrics: Output[Metrics]) -> bool:
+    """Candidate vs popularity vs the current @champion, summed over the evaluation shards; returns the gate.
 
     The gate is the single return value because kfp.local (2.17) resolves a dsl.If condition on a
     task output only when it is the task's ``Output``; the reason is in the report and metadata.
@@ -16,12 +15,9 @@ def evaluate(model: Input[Model], features: Input[Dataset], model_name: str, mar
     import shutil
     from pathlib import Path
 
-    from shoprec.evaluate import evaluate as run_evaluate
-    from shoprec.registry.versions import download_model_dir
+    from shoprec.evaluate import reduce_evaluation
 
-    champion = download_model_dir(model_name, "champion")
-    result = run_evaluate(model.path, features.path, evaluation.path, champion=champion[0] if champion else None,
-                          margin=margin, champion_version=champion[1] if champion else None)
+    result = reduce_evaluation([p.path for p in parts], evaluation.path, margin=margin, model_dir=model.path)
     shutil.copy(Path(evaluation.path) / "report.html", report.path)
     shutil.copy(Path(evaluation.path) / "report.md", summary.path)
     for who, res in result["results"].items():

@@ -2,7 +2,9 @@
 
     ExitHandler(notify):
     list-partitions (data window) -> ParallelFor(day): ingest -> day-features
-                    -> merge-ingest, features -> train (warm start optional) -> evaluate -> register (@challenger)
+                    -> merge-ingest, gather-partials, ParallelFor(shopper shard of ``shards``): feature-shard -> features (vocabulary,
+                       manifest) -> train (warm start optional; each rank reads its share of the shards)
+                    -> ParallelFor(shard): evaluate-shard -> evaluate (sums, gate) -> register (@challenger)
                     -> if the gate passed: deploy (canary of models:/NAME/N) -> promote (checks, @champion)
                        -> batch recommendations with vN: batch-plan -> ParallelFor(shard): batch-shard -> batch-commit
                     -> else: the same batch with the @champion, so the night still gets its recommendations
@@ -29,13 +31,17 @@ from components.day_features import day_features
 from components.deploy import deploy
 from components.evaluate import evaluate
 from components.evaluate_ranker import evaluate_ranker
+from components.evaluate_shard import evaluate_shard
+from components.feature_shard import feature_shard
 from components.features import features
+from components.gather_partials import gather_partials
 from components.ingest import ingest
 from components.list_partitions import list_partitions
 from components.merge_ingest import merge_ingest
 from components.notify import notify
 from components.promote import promote
 from components.register import register
+from components.shard_numbers import shard_numbers
 from components.train import launcher_gpus, train
 from components.train_ranker import train_ranker
 from shoprec.pipeline.k8s import SERVER_SECRET, image_env, secret_env_groups
@@ -46,25 +52,26 @@ from shoprec.pipeline.trainjob import SECRET_ENV, nccl_debug_requested
 RECIPE = json.dumps(yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "seqrec" / "builtin.yaml").read_text()))
 RANKER_RECIPE = json.dumps(yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "ranker" / "builtin.yaml").read_text()))
 MAX_PARALLEL_DAYS = 8
-MAX_PARALLEL_SHARDS = 8
+MAX_PARALLEL_SHARDS = 16
 
 
 def _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
          ranker_recipe, canary_percent, max_error_rate, ready_timeout, window, warm_start, webhook_url,
-         nodes=1, gpus=None, batch=None) -> dict:
+         nodes=1, gpus=None, shards=1, batch=None) -> dict:
     notify_task = notify(webhook_url=webhook_url, model_name=model_name, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
     notify_task.set_caching_options(False)
     with dsl.ExitHandler(notify_task, name="retrain"):
         tasks = _steps(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe,
                        ranker_name, ranker_recipe, canary_percent, max_error_rate, ready_timeout, window, warm_start,
-                       nodes, batch)
+                       nodes, shards, batch)
         if gpus is not None:  # cluster: the train step's GPU count, inside the handler like every task it feeds
             tasks["launcher_gpus"] = launcher_gpus(gpus=gpus, nodes=nodes)
     return {**tasks, "notify": notify_task}
 
 
 def _steps(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
-           ranker_recipe, canary_percent, max_error_rate, ready_timeout, window, warm_start, nodes, batch) -> dict:
+           ranker_recipe, canary_percent, max_error_rate, ready_timeout, window, warm_start, nodes, shards,
+           batch) -> dict:
     lookback_days, start_date, end_date = window
     days = list_partitions(data_uri=data_uri, lookback_days=lookback_days, start_date=start_date, end_date=end_date)
     days.set_caching_options(False)  # new days arrive under the same URI
@@ -73,13 +80,23 @@ def _steps(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy
         ingest_task.set_caching_options(False)  # a day's file can be re-delivered with late events
         day_task = day_features(ingested=ingest_task.outputs["ingested"])
     merge_task = merge_ingest(parts=dsl.Collected(ingest_task.outputs["ingested"]), max_quarantine=max_quarantine)
-    features_task = features(partials=dsl.Collected(day_task.outputs["partial"]),
+    # The merge by shopper: one task per shopper-hash shard over all days' partials, then the small final step.
+    gather_task = gather_partials(partials=dsl.Collected(day_task.outputs["partial"]))
+    shard_list = shard_numbers(shards=shards)
+    with dsl.ParallelFor(shard_list.output, parallelism=MAX_PARALLEL_SHARDS) as shard:
+        shard_task = feature_shard(partials=gather_task.outputs["gathered"],
+                                   ingest_summary=merge_task.outputs["summary"], shard=shard, shards=shards)
+    features_task = features(shards=dsl.Collected(shard_task.outputs["features_shard"]),
                              ingest_summary=merge_task.outputs["summary"])
     train_task = train(features=features_task.outputs["features"], recipe=recipe, epochs=epochs, workers=workers,
                        nodes=nodes, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,  # checkpoint key: retries resume
                        warm_start=warm_start, model_name=model_name)
-    eval_task = evaluate(model=train_task.outputs["model"], features=features_task.outputs["features"],
-                         model_name=model_name, margin=margin)
+    with dsl.ParallelFor(shard_list.output, parallelism=MAX_PARALLEL_SHARDS) as eval_shard:
+        eval_shard_task = evaluate_shard(model=train_task.outputs["model"], features=features_task.outputs["features"],
+                                         shard=eval_shard, shards=shards, model_name=model_name)
+        eval_shard_task.set_caching_options(False)  # the champion it compares with changes between runs
+    eval_task = evaluate(model=train_task.outputs["model"], parts=dsl.Collected(eval_shard_task.outputs["part"]),
+                         margin=margin)
     eval_task.set_caching_options(False)  # the champion it compares with changes between runs
     register_task = register(model=train_task.outputs["model"], evaluation=eval_task.outputs["evaluation"],
                              model_name=model_name, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
@@ -109,7 +126,8 @@ def _steps(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy
     with dsl.Else(name="gate-failed"):  # the night's recommendations still come, from the @champion
         kept_tasks = _batch_recs(features_task, data_uri, model_name, "", batch)
     return {"days": days, "ingest": ingest_task, "day_features": day_task, "merge": merge_task,
-            "features": features_task, "train": train_task, "evaluate": eval_task, "register": register_task,
+            "gather_partials": gather_task, "shard_numbers": shard_list, "feature_shard": shard_task, "features": features_task,
+            "evaluate_shard": eval_shard_task, "train": train_task, "evaluate": eval_task, "register": register_task,
             "deploy": deploy_task, "promote": promote_task, "train_ranker": ranker_task,
             "evaluate_ranker": ranker_eval, "register_ranker": ranker_register,
             **batch_tasks, **{f"{name}_kept": task for name, task in kept_tasks.items()}}
@@ -153,6 +171,7 @@ def retrain(
     end_date: str = "",
     warm_start: bool = False,
     webhook_url: str = "",
+    shards: int = 1,
     batch_shards: int = 2,
     batch_k: int = 20,
     batch_recs_uri: str = "",
@@ -161,7 +180,7 @@ def retrain(
 ):
     _dag(data_uri, epochs, workers, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
          ranker_recipe, canary_percent, max_error_rate, ready_timeout, (lookback_days, start_date, end_date),
-         warm_start, webhook_url, batch=(batch_shards, batch_k, batch_recs_uri, batch_date, redis_url))
+         warm_start, webhook_url, shards=shards, batch=(batch_shards, batch_k, batch_recs_uri, batch_date, redis_url))
 
 
 # What the promote step adds: the server's bearer token, for its smoke requests.
@@ -199,6 +218,7 @@ def retrain_cluster(
     end_date: str = "",
     warm_start: bool = False,
     webhook_url: str = "",
+    shards: int = 1,
     batch_shards: int = 4,
     batch_k: int = 20,
     batch_recs_uri: str = "",
@@ -207,19 +227,21 @@ def retrain_cluster(
 ):
     tasks = _dag(data_uri, epochs, gpus, model_name, margin, max_quarantine, deploy_target, recipe, ranker_name,
                  ranker_recipe, canary_percent, max_error_rate, ready_timeout, (lookback_days, start_date, end_date),
-                 warm_start, webhook_url, nodes=nodes, gpus=gpus,
+                 warm_start, webhook_url, nodes=nodes, gpus=gpus, shards=shards,
                  batch=(batch_shards, batch_k, batch_recs_uri, batch_date, redis_url))
     images = image_env()  # resolved now, from the compiling shell
     for task in tasks.values():
         for var, value in sorted(images.items()):
             task.set_env_variable(var, value)
-    for name in ("days", "ingest", "evaluate", "register", "deploy", "evaluate_ranker", "register_ranker", "notify"):
+    for name in ("days", "ingest", "evaluate_shard", "evaluate", "register", "deploy", "evaluate_ranker",
+                 "register_ranker", "notify"):
         _secrets_as_env(tasks[name])
     _secrets_as_env(tasks["promote"], {**SECRET_ENV, **SERVER_TOKEN_ENV})
     for name in BATCH_TASKS:  # the model from MLflow, the features and the destination on S3; Redis (optional)
         _secrets_as_env(tasks[name], {**SECRET_ENV, **REC_STORE_ENV} if name.startswith("batch_commit") else SECRET_ENV)
-    for name in ("days", "ingest", "day_features", "merge", "features", "evaluate", "register", "deploy",
-                 "evaluate_ranker", "register_ranker", "notify", *BATCH_TASKS):
+    for name in ("days", "ingest", "day_features", "merge", "gather_partials", "shard_numbers", "feature_shard",
+                 "features", "evaluate_shard", "evaluate", "register", "deploy", "evaluate_ranker", "register_ranker",
+                 "notify", *BATCH_TASKS):
         tasks[name].set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)
     t = tasks["train"]
     # the pod trains on its GPUs with one node; with more it only launches and watches the TrainJob: no GPU

@@ -193,17 +193,19 @@ def pipeline_compile(output: str, cluster: bool) -> None:
 @click.option("--lookback-days", default=0, show_default=True, help="Train on the newest N days of logs (0: all).")
 @click.option("--warm-start", is_flag=True, help="Start the recommender from the champion's weights.")
 @click.option("--webhook-url", default="", help="Post the run's outcome here (Slack-compatible JSON).")
+@click.option("--shards", default=1, show_default=True, type=click.IntRange(1),
+              help="Shopper-hash shards: features and evaluation fan out into this many tasks.")
 @click.option("--batch-shards", default=2, show_default=True, help="Shards of the nightly batch recommendations.")
 @click.option("--batch-recs-uri", default="", help="Where they go (default: DATA/recommendations).")
 @click.option("--redis-url", default="", help="Also load them into this Redis (the server's --rec-store).")
 def pipeline_run(local: bool, containers: bool, data_uri: str | None, epochs: int | None, workers: int,
                  model_name: str, margin: float, lookback_days: int, warm_start: bool, webhook_url: str,
-                 batch_shards: int, batch_recs_uri: str, redis_url: str) -> None:
+                 shards: int, batch_shards: int, batch_recs_uri: str, redis_url: str) -> None:
     """Run the whole DAG on this machine."""
     from shoprec.pipeline.containers import ContainerRunError
     from shoprec.pipeline.runner import run_local
 
-    params = {"lookback_days": lookback_days, "warm_start": warm_start, "webhook_url": webhook_url,
+    params = {"lookback_days": lookback_days, "warm_start": warm_start, "webhook_url": webhook_url, "shards": shards,
               "batch_shards": batch_shards, "batch_recs_uri": batch_recs_uri, "redis_url": redis_url}
     try:
         _print_json(run_local(data_uri=data_uri, epochs=epochs, workers=workers, model_name=model_name, margin=margin,

@@ -3,7 +3,9 @@
 Protocol: leave-one-out (each shopper's last item is the test target, everything before it is the
 history), all items ranked, items already in the history excluded. The champion is scored on the
 same (history, target) pairs of item ids, through its own vocabulary: items it never saw count as
-its misses. The gate passes when there is no champion yet, or when the candidate's NDCG@10 beats
+its misses. Sharded (:func:`evaluate_shard` per share of the shoppers, :func:`reduce_evaluation`): each shard
+writes how many targets got each rank, the reduce adds those integer counts and computes the metrics once,
+so any shard count gives exactly the one-pass figures (never averages of averages). The gate passes when there is no champion yet, or when the candidate's NDCG@10 beats
 the champion's by more than ``margin`` (absolute).
 """
 
@@ -16,9 +18,11 @@ import json
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from shoprec import metrics
 from shoprec.data.features import load_items, load_sequences
-from shoprec.seqrec.recommend import Recommender, popularity_ranks
+from shoprec.seqrec.recommend import Recommender, popularity_ranks_counted
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,10 @@ def decide_gate(results: dict, metric: str, label: str, champion_name: str, marg
                     f"{' v' + champion_version if champion_version else ''} {champ:.4f} + margin {margin:.4f}")
 
 
-def test_pairs(features: str | Path) -> tuple[list[list[str]], list[str]]:
-    _, seqs = load_sequences(features)
+def test_pairs(features: str | Path, shard: int = 0, shards: int = 1) -> tuple[list[list[str]], list[str]]:
+    """(history, target) item ids of evaluation shard ``shard`` of ``shards``: a contiguous share of the
+    shoppers over the features' shards (:func:`shoprec.data.shards.read_share`); ``shards`` 1: all of them."""
+    _, seqs = load_sequences(features, shard, shards)
     items = load_items(features)
     ids = [""] + items["item_id"].tolist()
     histories = [[ids[i] for i in s[:-1]] for s in seqs]
@@ -48,16 +54,36 @@ def test_pairs(features: str | Path) -> tuple[list[list[str]], list[str]]:
     return histories, targets
 
 
-def evaluate(model_dir: str | Path, features: str | Path, out: str | Path, champion: str | Path | None = None,
-             margin: float = 0.0, champion_version: str | None = None) -> dict:
-    """Write ``evaluation.json`` and ``report.html`` to ``out``; return the evaluation with the gate decision."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    histories, targets = test_pairs(features)
-    results = {}
+def popularity_counts(features: str | Path) -> dict[str, int]:
+    """Item id -> its count over every kept shopper's history, for the items in a history or a test target:
+    the most-popular baseline over all shoppers, whichever shard is scored (``item_counts.parquet``)."""
+    path = Path(features) / "item_counts.parquet"
+    if path.exists():
+        c = pd.read_parquet(path)
+        c = c[(c["history_count"] > 0) | (c["target_count"] > 0)]
+        return dict(zip(c["item_id"], c["history_count"].astype(int)))
+    histories, targets = test_pairs(features)  # features written before item counts: one pass over all
+    counts = {t: 0 for t in targets}
+    for h in histories:
+        for i in h:
+            counts[i] = counts.get(i, 0) + 1
+    return counts
+
+
+def evaluate_shard(model_dir: str | Path, features: str | Path, shard: int = 0, shards: int = 1,
+                   out: str | Path | None = None, champion: str | Path | None = None,
+                   champion_version: str | None = None) -> dict:
+    """Ranks of shard ``shard`` of ``shards`` of the test shoppers under the candidate, popularity and the champion,
+    as counts per rank (integers: shards add up exactly); written to ``out/part.json`` when ``out`` is given.
+    :func:`reduce_evaluation` sums the parts and applies the gate."""
+    histories, targets = test_pairs(features, shard, shards)
     candidate = Recommender(model_dir)
-    results["candidate"] = metrics.finish(metrics.metric_sums(candidate.ranks(histories, targets)))
-    results["popularity"] = metrics.finish(metrics.metric_sums(popularity_ranks(histories, histories, targets)))
+
+    def counted(ranks) -> dict[int, int]:
+        return metrics.rank_counts(ranks()) if targets else {}  # a shard with no shopper counts nothing
+
+    counts = {"candidate": counted(lambda: candidate.ranks(histories, targets)),
+              "popularity": counted(lambda: popularity_ranks_counted(popularity_counts(features), histories, targets))}
     unreadable = None
     if champion:
         try:
@@ -67,20 +93,63 @@ def evaluate(model_dir: str | Path, features: str | Path, out: str | Path, champ
             log.warning("champion%s in %s cannot be loaded by this shoprec version, so it cannot be compared: %s",
                         f" v{champion_version}" if champion_version else "", champion, unreadable)
         else:
-            results["champion"] = metrics.finish(metrics.metric_sums(champ_model.ranks(histories, targets)))
+            counts["champion"] = counted(lambda: champ_model.ranks(histories, targets))
+    part = {"shard": shard, "shards": shards, "users": len(targets), "champion_version": champion_version,
+            "champion_unreadable": unreadable, "rank_counts": counts}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "part.json").write_text(json.dumps(part))
+    return part
+
+
+def reduce_evaluation(parts: list[dict | str | Path], out: str | Path, margin: float = 0.0,
+                      model_dir: str | Path | None = None) -> dict:
+    """Sum the rank counts of all evaluation shards (folders with ``part.json``, or the parts themselves), apply
+    the gate as :func:`evaluate` does, and write ``evaluation.json``, ``report.html`` and ``report.md`` to ``out``."""
+    parts = [p if isinstance(p, dict) else json.loads((Path(p) / "part.json").read_text()) for p in parts]
+    shards = {p["shards"] for p in parts}
+    if len(shards) != 1 or sorted(p["shard"] for p in parts) != list(range(shards.pop())):
+        raise ValueError(f"evaluation parts {[(p['shard'], p['shards']) for p in parts]} are not every shard once")
+    seen = {(p["champion_version"], p["champion_unreadable"], "champion" in p["rank_counts"]) for p in parts}
+    if len(seen) != 1:
+        raise ValueError(f"evaluation shards compared with different champions: {sorted(map(str, seen))}")
+    champion_version, unreadable, _ = seen.pop()
+    totals: dict[str, dict[int, int]] = {}
+    for p in parts:
+        for who, counts in p["rank_counts"].items():
+            totals[who] = metrics.add_counts(totals.get(who, {}), counts)
+    results = {who: metrics.finish(metrics.sums_of_rank_counts(totals[who]))
+               for who in ("candidate", "popularity", "champion") if who in totals}
+    users = sum(p["users"] for p in parts)
+    return _write_evaluation(results, users, out, margin, champion_version, unreadable, model_dir, len(parts))
+
+
+def evaluate(model_dir: str | Path, features: str | Path, out: str | Path, champion: str | Path | None = None,
+             margin: float = 0.0, champion_version: str | None = None) -> dict:
+    """Write ``evaluation.json`` and ``report.html`` to ``out``; return the evaluation with the gate decision.
+    One pass over all test shoppers: :func:`evaluate_shard` with one shard, then :func:`reduce_evaluation`."""
+    part = evaluate_shard(model_dir, features, 0, 1, champion=champion, champion_version=champion_version)
+    return reduce_evaluation([part], out, margin=margin, model_dir=model_dir)
+
+
+def _write_evaluation(results: dict, users: int, out: str | Path, margin: float, champion_version: str | None,
+                      unreadable: str | None, model_dir: str | Path | None, shards: int) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     passed, reason = decide_gate(results, GATE_METRIC, GATE_METRIC, "champion", margin, champion_version)
     if unreadable:
         # an unloadable champion must not block every retrain; the reason and the report say why it was replaced
         reason = (f"champion{' v' + champion_version if champion_version else ''} cannot be loaded by this shoprec "
                   f"version ({unreadable}); candidate {GATE_METRIC} {results['candidate'][GATE_METRIC]:.4f}")
     training = {}
-    metrics_file = Path(model_dir) / "metrics.json"
-    if metrics_file.exists():
+    metrics_file = Path(model_dir) / "metrics.json" if model_dir is not None else None
+    if metrics_file is not None and metrics_file.exists():
         training = json.loads(metrics_file.read_text())
     evaluation = {"gate": passed, "reason": reason, "gate_metric": GATE_METRIC, "margin": margin,
                   "key_metrics": ["ndcg@10", "hr@10", "mrr@10"],
-                  "users": len(targets), "champion_version": champion_version, "results": results,
-                  "champion_unreadable": unreadable,
+                  "users": users, "champion_version": champion_version, "results": results,
+                  "champion_unreadable": unreadable, "shards": shards,
                   "beats_popularity": results["candidate"][GATE_METRIC] > results["popularity"][GATE_METRIC]}
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
     (out / "report.html").write_text(render_report(evaluation, training.get("history", [])))

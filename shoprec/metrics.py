@@ -44,6 +44,36 @@ def metric_sums(ranks: torch.Tensor, ks=KS) -> dict[str, float]:
     return out
 
 
+def rank_counts(ranks: torch.Tensor) -> dict[int, int]:
+    """How many targets got each rank: integers, so the counts of shards add up exactly in any order."""
+    values, counts = torch.unique(ranks.long(), return_counts=True)
+    return {int(v): int(c) for v, c in zip(values.tolist(), counts.tolist())}
+
+
+def add_counts(a: dict, b: dict) -> dict[int, int]:
+    """Rank counts summed (keys may be ints or their strings, as JSON writes them)."""
+    out: dict[int, int] = {}
+    for counts in (a, b):
+        for r, c in counts.items():
+            out[int(r)] = out.get(int(r), 0) + int(c)
+    return out
+
+
+def sums_of_rank_counts(counts: dict, ks=KS) -> dict[str, float]:
+    """:func:`metric_sums` of the ranks that ``counts`` counts, summed in rank order (``math.fsum``): the same
+    figures for the same counts however they were split, so sharded evaluation equals one pass exactly."""
+    import math
+
+    items = sorted((int(r), int(c)) for r, c in counts.items())
+    out = {"count": float(sum(c for _, c in items)),
+           "mrr": math.fsum(c / (r + 1) for r, c in items if r < MISS)}
+    for k in ks:
+        out[f"hr@{k}"] = float(sum(c for r, c in items if r < k))
+        out[f"ndcg@{k}"] = math.fsum(c / math.log2(r + 2) for r, c in items if r < k)
+        out[f"mrr@{k}"] = math.fsum(c / (r + 1) for r, c in items if r < k)
+    return out
+
+
 def finish(sums: dict[str, float]) -> dict[str, float]:
     n = max(sums["count"], 1.0)
     return {k: (v / n if k != "count" else int(v)) for k, v in sums.items()}

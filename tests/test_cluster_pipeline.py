@@ -48,7 +48,8 @@ def test_train_gets_shm_node_selector_tolerations_and_timeout(tmp_path):
 
 def test_credentials_come_from_secrets_as_env(tmp_path):
     _, platform = _load(tmp_path)
-    for executor in ("exec-ingest", "exec-train", "exec-evaluate", "exec-register", "exec-deploy", "exec-promote"):
+    for executor in ("exec-ingest", "exec-train", "exec-evaluate-shard", "exec-evaluate", "exec-register",
+                     "exec-deploy", "exec-promote"):
         envs = {e["envVar"]: (s["secretName"], e["secretKey"], s["optional"])
                 for s in platform[executor]["secretAsEnv"] for e in s["keyToEnv"]}
         assert envs["MLFLOW_TRACKING_URI"] == ("shoprec-mlflow", "tracking-uri", False)
@@ -133,6 +134,18 @@ def test_retries_and_caching(tmp_path):
     for never_cached in ("ingest", "list-partitions", "evaluate", "register", "deploy", "promote"):
         assert _task(spec, never_cached).get("cachingOptions", {}).get("enableCache") is not True, never_cached
     assert _task(spec, "features")["cachingOptions"]["enableCache"] is True
+    for sharded in ("gather-partials", "shard-numbers", "feature-shard", "features", "evaluate-shard"):
+        assert _task(spec, sharded)["retryPolicy"]["maxRetryCount"] == 3, sharded
+    assert _task(spec, "evaluate-shard").get("cachingOptions", {}).get("enableCache") is not True
+
+
+def test_the_cluster_pipeline_takes_a_shard_count(tmp_path):
+    spec, _ = _load(tmp_path)
+    assert spec["root"]["inputDefinitions"]["parameters"]["shards"]["defaultValue"] == 1
+    loops = [t for comp in spec["components"].values() for t in comp.get("dag", {}).get("tasks", {}).values()
+             if t.get("parameterIterator", {}).get("items", {}).get("inputParameter") ==
+             "pipelinechannel--shard-numbers-Output"]
+    assert len(loops) == 2 and all(t["iteratorPolicy"]["parallelismLimit"] == 16 for t in loops)
 
 
 def test_training_steps_run_in_the_trainer_image(tmp_path):
@@ -157,4 +170,4 @@ def test_batch_recommendation_steps_get_secrets_and_retries(tmp_path):
     root = spec["root"]["inputDefinitions"]["parameters"]
     assert root["batch_shards"]["defaultValue"] == 4 and root["batch_k"]["defaultValue"] == 20
     loop = next(n[len("comp-"):] for n, c in spec["components"].items() if "batch-shard" in c.get("dag", {}).get("tasks", {}))
-    assert _task(spec, loop)["iteratorPolicy"]["parallelismLimit"] == 8
+    assert _task(spec, loop)["iteratorPolicy"]["parallelismLimit"] == 16  # MAX_PARALLEL_SHARDS, shared with the feature and evaluation fan-outs

@@ -67,3 +67,51 @@ def test_a_target_the_model_never_saw_is_a_miss_at_every_cutoff(tiny_model):
     ranks = rec.ranks([[known], [known]], ["no-such-item", rec.item_ids[2]])
     assert int(ranks[0]) == metrics.MISS and int(ranks[1]) <= rec.n_items
     assert metrics.metric_sums(ranks[:1])["hr@20"] == 0.0 and metrics.metric_sums(ranks[:1])["ndcg@20"] == 0.0
+
+
+def test_sharded_evaluation_equals_one_pass_exactly(tiny_model, tiny_features, tiny_shop, tmp_path):
+    """Evaluation shards over features built in 3 shopper shards, reduced, give exactly the one-pass figures on
+    the one-pod features (rank counts are integers; metrics are computed once from their sums)."""
+    from shoprec.data.features import partial_features
+    from shoprec.data.ingest import ingest
+    from shoprec.data.shards import finish_features, shard_features
+    from shoprec.evaluate import evaluate_shard, reduce_evaluation
+
+    ingest(str(tiny_shop), tmp_path / "ingested", progress=False)
+    partial_features(tmp_path / "ingested", tmp_path / "partial")
+    catalog = tmp_path / "ingested" / "catalog.parquet"
+    dirs = [tmp_path / f"shard{k}" for k in range(3)]
+    for k, d in enumerate(dirs):
+        shard_features([tmp_path / "partial"], catalog, k, 3, d)
+    finish_features(dirs, catalog, tmp_path / "sharded")
+
+    one = evaluate(tiny_model, tiny_features, tmp_path / "one", champion=tiny_model, champion_version="4", margin=0.01)
+    for shards in (2, 3):
+        parts = [evaluate_shard(tiny_model, tmp_path / "sharded", k, shards, tmp_path / f"part{shards}-{k}",
+                                champion=tiny_model, champion_version="4") for k in range(shards)]
+        assert sum(p["users"] for p in parts) == one["users"] and all(p["users"] for p in parts)
+        reduced = reduce_evaluation([tmp_path / f"part{shards}-{k}" for k in range(shards)], tmp_path / f"r{shards}",
+                                    margin=0.01, model_dir=tiny_model)
+        assert reduced["results"] == one["results"]  # exactly, not approximately
+        assert (reduced["gate"], reduced["reason"], reduced["users"]) == (one["gate"], one["reason"], one["users"])
+        assert json.loads((tmp_path / f"r{shards}" / "evaluation.json").read_text())["results"] == one["results"]
+
+
+def test_reduce_refuses_missing_shards_and_mixed_champions(tiny_model, tiny_features, tmp_path):
+    import pytest
+
+    from shoprec.evaluate import evaluate_shard, reduce_evaluation
+
+    a = evaluate_shard(tiny_model, tiny_features, 0, 2)
+    b = evaluate_shard(tiny_model, tiny_features, 1, 2, champion=tiny_model, champion_version="2")
+    with pytest.raises(ValueError, match="not every shard once"):
+        reduce_evaluation([a], tmp_path / "x")
+    with pytest.raises(ValueError, match="different champions"):
+        reduce_evaluation([a, b], tmp_path / "y")
+
+
+def test_an_evaluation_shard_without_shoppers_counts_nothing(tiny_model, tiny_features):
+    from shoprec.evaluate import evaluate_shard
+
+    part = evaluate_shard(tiny_model, tiny_features, 0, 1000)  # more shards than shoppers: the first has none
+    assert part["users"] == 0 and part["rank_counts"] == {"candidate": {}, "popularity": {}}

@@ -48,7 +48,8 @@ def _task(spec: dict, name: str) -> dict:
     raise KeyError(name)
 
 
-FANOUT = {"list-partitions", "day-features", "merge-ingest"}
+FANOUT = {"list-partitions", "day-features", "merge-ingest", "gather-partials", "shard-numbers", "feature-shard",
+          "evaluate-shard"}
 
 
 def test_compile_has_every_step_inside_an_exit_handler(tmp_path):
@@ -58,8 +59,9 @@ def test_compile_has_every_step_inside_an_exit_handler(tmp_path):
     assert _tasks(spec) == TASKS | FANOUT | RANKER | BATCH
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"data_uri", "epochs", "workers", "model_name", "margin", "lookback_days", "start_date", "end_date",
-            "warm_start", "webhook_url", "batch_shards", "batch_k", "batch_recs_uri", "batch_date",
+            "warm_start", "webhook_url", "shards", "batch_shards", "batch_k", "batch_recs_uri", "batch_date",
             "redis_url"} <= set(params)
+    assert params["shards"]["defaultValue"] == 1
     loop = next(c for n, c in spec["components"].items() if n.startswith("comp-for-loop"))
     assert loop["dag"]["tasks"]["ingest"].get("cachingOptions", {}) == {}  # caching off: enableCache absent
     assert _task(spec, "for-loop-2")["iteratorPolicy"]["parallelismLimit"] == 8
@@ -80,6 +82,29 @@ def test_compile_has_every_step_inside_an_exit_handler(tmp_path):
     assert root["notify"]["dependentTasks"] == ["exit-handler-1"]
     assert _task(spec, "list-partitions")["inputs"]["parameters"]["lookback_days"]["componentInputParameter"] == \
         "pipelinechannel--lookback_days"
+
+
+def test_features_and_evaluation_fan_out_over_shopper_shards(tmp_path):
+    spec = yaml.safe_load(open(compile_pipeline(tmp_path / "retrain.yaml")).read())
+    loops = {}
+    for comp in spec["components"].values():
+        for name, task in comp.get("dag", {}).get("tasks", {}).items():
+            if "iteratorPolicy" in task:
+                loops[name] = task
+    by_input = {t["parameterIterator"]["items"]["inputParameter"]: t for t in loops.values()}
+    shard_loops = [t for t in loops.values()
+                   if t["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--shard-numbers-Output"]
+    assert len(shard_loops) == 2 and "pipelinechannel--list-partitions-Output" in by_input
+    assert all(t["iteratorPolicy"]["parallelismLimit"] == 16 for t in shard_loops)
+    inner = {n for t in shard_loops for n in spec["components"][t["componentRef"]["name"]]["dag"]["tasks"]}
+    assert inner == {"feature-shard", "evaluate-shard"}
+    assert _task(spec, "shard-numbers")["inputs"]["parameters"]["shards"]["componentInputParameter"] == \
+        "pipelinechannel--shards"
+    # the final steps collect every shard's output
+    assert _task(spec, "features")["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]["outputArtifactKey"] == \
+        "pipelinechannel--feature-shard-features_shard"
+    assert _task(spec, "evaluate")["inputs"]["artifacts"]["parts"]["taskOutputArtifact"]["outputArtifactKey"] == \
+        "pipelinechannel--evaluate-shard-part"
 
 
 def test_kfp_dsl_compile_works_too(tmp_path):
@@ -103,7 +128,7 @@ def test_whole_pipeline_locally_from_s3_into_mlflow_server(tiny_shop, s3_env, ml
     s3_client().create_bucket(Bucket="raw-pipeline")
     upload_folder(tiny_shop, "s3://raw-pipeline/shop")
 
-    hook = {"webhook_url": receiver.url}
+    hook = {"webhook_url": receiver.url, "shards": 2}  # features and evaluation in 2 shopper shards each
     first = run_local(data_uri="s3://raw-pipeline/shop", workers=2, model_name="it-seqrec", recipe=TINY_RECIPE,
                       ranker_name="it-ranker", ranker_recipe=TINY_RANKER, params=hook)
     assert first["registered_version"] == "1" and first["promoted"] and first["champion_version"] == "1"

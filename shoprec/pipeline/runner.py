@@ -33,9 +33,9 @@ def run_local(data_uri: str | None = None, epochs: int | None = None, workers: i
               runner: str = "subprocess", params: dict | None = None) -> dict:
     """Run the retrain DAG with kfp.local; returns what it registered and decided.
 
-    ``params``: more pipeline parameters (e.g. ``lookback_days``, ``warm_start``, ``webhook_url``, ``batch_shards``,
-    ``batch_recs_uri``); ``batch_date`` is fixed to today here when not given, so the result can name the night's
-    recommendations (``result["batch"]``: the committed manifest, or None).
+    ``params``: more pipeline parameters (e.g. ``lookback_days``, ``warm_start``, ``webhook_url``, ``shards``,
+    ``batch_shards``, ``batch_recs_uri``); ``batch_date`` is fixed to today here when not given, so the result can
+    name the night's recommendations (``result["batch"]``: the committed manifest, or None).
 
     ``runner="docker"`` runs every step in its image; a local ``data_uri`` is then uploaded to an S3 API and an
     ``mlflow server`` is started unless AWS_ENDPOINT_URL / an http MLFLOW_TRACKING_URI say where they are

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from shoprec import metrics
+from shoprec.data.shards import manifest, read_rows
 from shoprec.ranker.config import RankerConfig, load_config
 from shoprec.ranker.models import (
     BiEncoder,
@@ -198,15 +199,14 @@ def recent_first(history: str) -> str:
 def shop_groups(features_dir: str | Path, cfg: RankerConfig) -> dict[str, list[list[Pair]]]:
     """Search impressions (grouped by session and query) and click samples (grouped by history), split by query/history."""
     features_dir = Path(features_dir)
-    sp = pd.read_parquet(features_dir / "search_pairs.parquet")
+    sp = read_rows(features_dir, "search_pairs").to_pandas()  # over all shards of the features
     split = split_keys(list(sp["query"]), cfg.seed, cfg.valid_fraction, cfg.test_fraction)
     out: dict[str, list[list[Pair]]] = {"train": [], "valid": [], "test": []}
     for (_, q), g in sp.groupby(["session_id", "query"], sort=True):
         out[split[q]].append([Pair(q, t, float(c), float(p))
                               for t, c, p in zip(g["title"], g["clicked"], g["purchased"])])
-    cs_path = features_dir / "click_samples.parquet"
-    if cfg.use_click_samples and cs_path.exists():
-        cs = pd.read_parquet(cs_path)
+    if cfg.use_click_samples and manifest(features_dir)["rows"]["click_samples"]:
+        cs = read_rows(features_dir, "click_samples").to_pandas()
         hsplit = split_keys(list(cs["history"]), cfg.seed + 1, cfg.valid_fraction, cfg.test_fraction)
         for h, g in cs.groupby("history", sort=True):
             out[hsplit[h]].append([Pair(recent_first(h), t, float(c)) for t, c in zip(g["title"], g["clicked"])])

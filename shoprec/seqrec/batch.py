@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from shoprec.data.features import load_items, load_sequences
 from shoprec.data.storage import S3Location, StorageError, join, read_bytes, s3_client
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,11 @@ def partition_uri(dest_uri: str, date: str, version: str) -> str:
 
 
 def active_shoppers(features: str | Path) -> tuple[list[str], list[list[str]]]:
-    """Every shopper with a sequence in the window, and their whole sequence as item ids (oldest first)."""
-    features = Path(features)
-    seqs = pq.read_table(features / "sequences.parquet")
-    item_ids = [""] + pq.read_table(features / "items.parquet", columns=["item_id"])["item_id"].to_pylist()
-    return seqs["user_id"].to_pylist(), [[item_ids[i] for i in s] for s in seqs["items"].to_pylist()]
+    """Every shopper with a sequence in the window, and their whole sequence as item ids (oldest first), read
+    through the features' shard manifest (one file or many)."""
+    users, seqs = load_sequences(features)
+    item_ids = [""] + load_items(features)["item_id"].tolist()
+    return users, [[item_ids[i] for i in s] for s in seqs]
 
 
 def plan_batch(features: str | Path, shards: int, model_name: str = "", version: str = "", date: str = "") -> list[dict]:

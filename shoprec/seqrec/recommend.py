@@ -7,10 +7,10 @@ item ids.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import torch
 
@@ -33,8 +33,12 @@ class Recommender:
         self.item_ids = [""] + items["item_id"].tolist()
         self.titles = [""] + items["title"].tolist()
         self.index = {item: i for i, item in enumerate(self.item_ids) if i}
-        hist = pq.read_table(model_dir / "histories.parquet")
-        self.histories = dict(zip(hist["user_id"].to_pylist(), hist["items"].to_pylist()))
+
+    @functools.cached_property
+    def histories(self) -> dict[str, list[int]]:
+        """Every known shopper's history, read on first use (evaluation passes histories and never reads them)."""
+        hist = pq.read_table(self.model_dir / "histories.parquet")
+        return dict(zip(hist["user_id"].to_pylist(), hist["items"].to_pylist()))
 
     @property
     def n_items(self) -> int:
@@ -83,12 +87,23 @@ class Recommender:
 
 def popularity_ranks(train_histories: list[list[str]], histories: list[list[str]], targets: list[str]) -> torch.Tensor:
     """Ranks under the most-popular baseline (counts over the histories), history items excluded."""
-    vocab = sorted({i for h in train_histories for i in h} | set(targets))
-    index = {item: j for j, item in enumerate(vocab, start=1)}
-    counts = np.zeros(len(vocab) + 1)
+    counts = {t: 0 for t in targets}
     for h in train_histories:
         for i in h:
-            counts[index[i]] += 1
-    scores = torch.tensor(counts, dtype=torch.float32).expand(len(targets), -1)
+            counts[i] = counts.get(i, 0) + 1
+    return popularity_ranks_counted(counts, histories, targets)
+
+
+def popularity_ranks_counted(counts: dict[str, int], histories: list[list[str]], targets: list[str],
+                             batch_size: int = 2048) -> torch.Tensor:
+    """Ranks under the most-popular baseline given its counts (item id -> count; the items it ranks, every target
+    among them), history items excluded: a shard of the shoppers ranked by the popularity over all of them."""
+    vocab = sorted(counts)
+    index = {item: j for j, item in enumerate(vocab, start=1)}
+    row = torch.tensor([0.0] + [float(counts[i]) for i in vocab], dtype=torch.float32)
     hs = [[index[i] for i in h] for h in histories]
-    return metrics.target_ranks(scores, torch.tensor([index[t] for t in targets]), exclude=hs)
+    ts = torch.tensor([index[t] for t in targets], dtype=torch.long)
+    # in batches of shoppers: ranking copies the scores, and all shoppers times all items would not fit
+    return torch.cat([metrics.target_ranks(row.expand(len(ts[b:b + batch_size]), -1), ts[b:b + batch_size],
+                                           exclude=hs[b:b + batch_size]) for b in range(0, len(ts), batch_size)]
+                     or [torch.zeros(0, dtype=torch.long)])

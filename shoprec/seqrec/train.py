@@ -6,9 +6,10 @@ Run it under torchrun (2 gloo workers on a CPU; one worker per GPU with NCCL on 
         --features features/ --out model/ --recipe configs/seqrec/builtin.yaml --overrides '{"epochs": 20}'
 
 or from Python with :func:`shoprec.seqrec.launch.launch`, which builds exactly that command. The loop is shoprec's one
-trainer, :func:`shoprec.trainer.loop.fit` (the ranker uses it too): each process trains on its shard of the
-shoppers (DistributedSampler), batched by length here; gradients are averaged by DDP; validation is
-split across the processes and summed. Only rank 0 logs, shows progress and writes files. A checkpoint
+trainer, :func:`shoprec.trainer.loop.fit` (the ranker uses it too): each process reads and trains on only its
+share of the shoppers (its rows of the features' shards, :func:`shoprec.data.shards.read_share`, shuffled by
+``ShareSampler``), batched by length here; gradients are averaged by DDP; validation is split the same way and
+summed. Only rank 0 logs, shows progress and writes files. A checkpoint
 is written atomically after every epoch; a restarted run (``--max-restarts``) resumes from it. With
 ``--checkpoint-uri s3://...`` the checkpoints are also copied there after every epoch and restored from there
 before training (:mod:`shoprec.trainer.checkpoints`), so a retry in a new pod resumes too.
@@ -36,6 +37,7 @@ from torch.utils.data import Dataset
 
 from shoprec import config, metrics
 from shoprec.data.features import load_items, load_sequences
+from shoprec.data.shards import manifest, write_all
 from shoprec.seqrec.model import PAD, SeqRec, SeqRecConfig, left_pad, save_model, trim
 from shoprec.trainer.checkpoints import CheckpointStore
 from shoprec.trainer.loop import FitConfig, all_reduce_sums, cleanup_distributed, fit, setup_distributed
@@ -292,7 +294,9 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
     if resume:
         restore_checkpoints(store, ckpt_dir)
 
-    users, seqs = load_sequences(features)
+    # only this rank's share of the shoppers (rows of the features' shards): no process loads them all
+    _, seqs = load_sequences(features, rank, world)
+    n_shoppers = manifest(features)["rows"]["sequences"]
     items = load_items(features)
     cfg.model.n_items = len(items)
     attribute_table = None
@@ -312,8 +316,9 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)  # masking (BERT4Rec) and batching
     neg_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 1)  # sampled negatives
     if is_main:
-        log.info("training %s/%s on %d %s, %d items, world size %d, device %s", cfg.model.objective,
-                 cfg.model.loss, len(data), "prefixes" if prefixes else "shoppers", len(items), world, device)
+        log.info("training %s/%s on %d shoppers (%d %s on this rank), %d items, world size %d, device %s",
+                 cfg.model.objective, cfg.model.loss, n_shoppers, len(data), "prefixes" if prefixes else "shoppers",
+                 len(items), world, device)
 
     def epoch_batches(indices: list[int], epoch: int) -> list[list[int]]:
         # Every random stream is a function of (seed, rank, epoch), so a run resumed from a checkpoint
@@ -331,8 +336,7 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
         return model.loss(module(inputs).float(), targets, generator=neg_gen)
 
     def evaluate_valid(m: SeqRec) -> dict[str, float]:
-        return metrics.finish(_all_reduce_sums(evaluate_split(m, seqs, "valid", cfg.eval_batch_size, device, rank,
-                                                              world), device))
+        return metrics.finish(_all_reduce_sums(evaluate_split(m, seqs, "valid", cfg.eval_batch_size, device), device))
 
     fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                         warmup_ratio=cfg.warmup_ratio, lr_schedule=cfg.lr_schedule, max_grad_norm=0.0, patience=cfg.patience,
@@ -350,14 +354,15 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
 
     run = fit(model, data, lambda batch: trim(*make_batch(batch, cfg.model, gen, prefixes)), loss_fn, evaluate_valid, out,
               fit_cfg, resume=resume, save_best=lambda m, folder: save_model(m, folder), restore_best=False,
-              on_epoch_end=on_epoch_end, epoch_batches=epoch_batches)
+              on_epoch_end=on_epoch_end, epoch_batches=epoch_batches, local_share=True)
 
     from shoprec.seqrec.model import load_model
 
     best = load_model(ckpt_dir / "best", device=str(device))
-    sums = _all_reduce_sums(evaluate_split(best, seqs, "test", cfg.eval_batch_size, device, rank, world), device)
-    valid_best = metrics.finish(_all_reduce_sums(
-        evaluate_split(best, seqs, "valid", cfg.eval_batch_size, device, rank, world), device))
+    loaded = all_reduce_sums({f"{r:05d}": float(len(seqs)) if r == rank else 0.0 for r in range(world)}, device)
+    sums = _all_reduce_sums(evaluate_split(best, seqs, "test", cfg.eval_batch_size, device), device)
+    valid_best = metrics.finish(_all_reduce_sums(evaluate_split(best, seqs, "valid", cfg.eval_batch_size, device),
+                                                 device))
     summary = None
     if is_main:
         test = metrics.finish(sums)
@@ -370,11 +375,12 @@ def train(features: str | Path, out: str | Path, config: TrainConfig | None = No
             "train_cpu_seconds": run["train_cpu_seconds"],
             "sequences_per_s": run["examples_seen"] / max(run["train_seconds"], 1e-9),
             "valid": valid_best, "test": test, "history": history, "config": asdict(cfg),
+            "shoppers": n_shoppers, "shoppers_per_rank": [int(loaded[k]) for k in sorted(loaded)],
             **({"warm_start": warm} if warm is not None else {}),
         }
         save_model(best, out, extra={"train": {k: v for k, v in asdict(cfg).items() if k != "model"}})
         shutil.copy(Path(features) / "items.parquet", out / "items.parquet")
-        shutil.copy(Path(features) / "sequences.parquet", out / "histories.parquet")
+        write_all(features, "sequences", out / "histories.parquet")  # shard by shard
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
         log.info("best epoch %d: valid ndcg@10 %.4f, test ndcg@10 %.4f hr@10 %.4f", run["best_epoch"],
                  valid_best["ndcg@10"], test["ndcg@10"], test["hr@10"])

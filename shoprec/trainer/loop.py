@@ -4,7 +4,10 @@
 one process or under ``torchrun`` (gloo on CPU, NCCL with one process per GPU):
 
 - the process group is initialised from the torchrun environment (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``);
-- each process reads its shard of ``train_dataset`` (DistributedSampler); DDP averages gradients;
+- each process reads its shard of ``train_dataset`` (DistributedSampler); DDP averages gradients. With
+  ``local_share``, ``train_dataset`` holds only this process's share of the rows (e.g.
+  :func:`shoprec.data.shards.read_share`): :class:`ShareSampler` shuffles that share and pads it to the longest
+  rank's share, so every rank runs the same steps and no process loads all examples;
 - AdamW with weight decay (not on biases and LayerNorm weights), linear warmup then linear decay to 0
   (or a constant learning rate);
 - optional batching of each epoch's shard by the caller (``epoch_batches``: e.g. similar lengths together),
@@ -47,7 +50,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
@@ -109,6 +112,43 @@ def all_reduce_sums(sums: dict[str, float], device: torch.device | str = "cpu") 
     t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return dict(zip(keys, t.tolist()))
+
+
+class ShareSampler(Sampler):
+    """This rank's own rows (the dataset holds only them), shuffled per epoch and padded by wrapping to
+    ``per_rank``, the longest rank's share, so every rank runs the same number of steps (as DistributedSampler
+    pads) and none drops a row: shares differ by more than one row when each shopper gives several examples
+    (prefixes). With one process it draws exactly DistributedSampler's order."""
+
+    def __init__(self, local_len: int, per_rank: int, seed: int = 0):
+        if local_len > per_rank:
+            raise ValueError(f"this rank's share has {local_len} rows, more than the {per_rank} every rank runs")
+        self.local_len, self.per_rank, self.seed, self.epoch = local_len, per_rank, seed, 0
+        if local_len == 0 and self.per_rank > 0:
+            raise ValueError(f"this rank has no rows while another has {per_rank}: fewer rows than ranks")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.local_len, generator=g).tolist()
+        while len(order) < self.per_rank:
+            order += order[:self.per_rank - len(order)]
+        return iter(order[:self.per_rank])
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+def longest_share(local_len: int, device: torch.device | str = "cpu") -> int:
+    """The largest ``local_len`` over all processes (itself in a single process)."""
+    if not dist.is_initialized():
+        return local_len
+    t = torch.tensor([local_len], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -242,7 +282,8 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
         *, resume: bool = True, save_best: Callable[[nn.Module, Path], None] | None = None,
         load_best: Callable[[nn.Module, Path], None] | None = None, restore_best: bool = True,
         on_epoch_end: Callable[[int, dict], None] | None = None,
-        epoch_batches: Callable[[list[int], int], list[list[int]]] | None = None) -> dict:
+        epoch_batches: Callable[[list[int], int], list[list[int]]] | None = None,
+        local_share: bool = False) -> dict:
     """Train ``model`` in place; returns the run summary (the same on every rank).
 
     Writes ``out_dir/checkpoints/last.pt`` (resume state) and ``out_dir/checkpoints/best/`` (via
@@ -251,6 +292,8 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
     ``epoch_batches(indices, epoch)``: this process's shuffled dataset indices for ``epoch`` cut into
     micro-batches by the caller (default: consecutive ``batch_size`` slices); called at the start of
     every epoch, before any other random draw of that epoch.
+    ``local_share``: ``train_dataset`` is only this process's share of the rows (:class:`ShareSampler`);
+    False: every process holds all of it (DistributedSampler).
     """
     cfg = config if isinstance(config, FitConfig) else FitConfig.from_dict(config)
     save_best = save_best or save_state_safetensors
@@ -266,8 +309,11 @@ def fit(model: nn.Module, train_dataset: Dataset, collate: Callable, loss_fn: Ca
     torch.manual_seed(cfg.seed)
     model.to(device)
     module = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    sampler = DistributedSampler(train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
-                                 drop_last=False)
+    if not local_share:
+        sampler = DistributedSampler(train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
+                                     drop_last=False)
+    else:
+        sampler = ShareSampler(len(train_dataset), longest_share(len(train_dataset), device), seed=cfg.seed)
 
     def make_loader(epoch: int) -> DataLoader:
         if epoch_batches is None:

@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Each image installs torch itself (from the PyTorch index that matches its hardware), with its CUDA wheels.
 EXCLUDED = {"torch", "shoprec", "pip", "wheel"}
 EXCLUDED_PREFIXES = ("nvidia-", "triton", "cuda-")
+# The images run Debian bookworm's python3, older than this venv's: a dependency whose marker holds there only
+# (redis needs async-timeout below Python 3.11.3) is pinned too, at the version installed here.
+IMAGE_PYTHON = "3.11.2"
 
 
 def _excluded(name: str) -> bool:
@@ -34,7 +37,8 @@ def _excluded(name: str) -> bool:
 
 def _closure(roots: list[Requirement]) -> dict[str, str]:
     """name -> installed version for every distribution the roots need here (torch's own needs included)."""
-    env = default_environment()
+    envs = [default_environment()]
+    envs.append({**envs[0], "python_full_version": IMAGE_PYTHON, "python_version": IMAGE_PYTHON.rsplit(".", 1)[0]})
     seen: dict[str, str] = {}
     todo = [(r, frozenset(r.extras)) for r in roots]
     expanded: set[tuple[str, frozenset]] = set()
@@ -47,12 +51,15 @@ def _closure(roots: list[Requirement]) -> dict[str, str]:
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            raise SystemExit(f"{name} is needed but not installed here; install shoprec's deps first") from None
+            raise SystemExit(f"{name} is needed (here or by the images' Python {IMAGE_PYTHON}) but not installed "
+                             f"here; install shoprec's deps first, and `pip install {name}` for one only the "
+                             "images need") from None
         if not _excluded(name):
             seen[name] = dist.version
         for spec in dist.requires or []:
             child = Requirement(spec)
-            if child.marker is None or any(child.marker.evaluate({**env, "extra": e}) for e in (extras or {""})):
+            if child.marker is None or any(child.marker.evaluate({**env, "extra": e})
+                                           for env in envs for e in (extras or {""})):
                 todo.append((child, frozenset(child.extras)))
     return seen
 

@@ -1,5 +1,6 @@
 """The whole DAG through kfp.local: raw logs from a real S3 API (moto server), a real mlflow server."""
 
+import builtins
 import json
 import subprocess
 import sys
@@ -129,8 +130,10 @@ def test_whole_pipeline_locally_from_s3_into_mlflow_server(tiny_shop, s3_env, ml
     upload_folder(tiny_shop, "s3://raw-pipeline/shop")
 
     hook = {"webhook_url": receiver.url, "shards": 2}  # features and evaluation in 2 shopper shards each
+    print_before = builtins.print
     first = run_local(data_uri="s3://raw-pipeline/shop", workers=2, model_name="it-seqrec", recipe=TINY_RECIPE,
                       ranker_name="it-ranker", ranker_recipe=TINY_RANKER, params=hook)
+    assert builtins.print is print_before  # kfp.local's indenting print does not outlive the run
     assert first["registered_version"] == "1" and first["promoted"] and first["champion_version"] == "1"
     assert first["candidate"]["ndcg@10"] > first["popularity_ndcg@10"]
     pointer = json.loads((tmp_path / "home" / "deployments" / "it-seqrec.json").read_text())

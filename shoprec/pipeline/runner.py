@@ -7,6 +7,7 @@ kfp.local's SubprocessRunner without a virtualenv, shoprec already installed) or
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -84,8 +85,15 @@ def _run(home: Path, data_uri: str, runner: str, epochs: int | None, workers: in
     local.init(runner=task_runner, pipeline_root=str(root), raise_on_error=True)
     log.info("running the retrain pipeline locally on %s (%s runner, pipeline root %s, MLflow %s)", data_uri, runner,
              root, os.environ["MLFLOW_TRACKING_URI"])
-    retrain(data_uri=data_uri, epochs=epochs or 0, workers=workers, model_name=model_name, margin=margin,
-            recipe=recipe or RECIPE, ranker_name=ranker_name, ranker_recipe=ranker_recipe or RANKER_RECIPE, **params)
+    original_print = builtins.print
+    try:
+        retrain(data_uri=data_uri, epochs=epochs or 0, workers=workers, model_name=model_name, margin=margin,
+                recipe=recipe or RECIPE, ranker_name=ranker_name, ranker_recipe=ranker_recipe or RANKER_RECIPE,
+                **params)
+    finally:
+        # kfp.local indents a task's output by swapping builtins.print; with tasks of a ParallelFor ending in
+        # another order than they started, an indenting print can stay in place after the run (kfp 2.17)
+        builtins.print = original_print
     c = registry.client()
     latest = max(c.search_model_versions(f"name='{model_name}'"), key=lambda v: int(v.version))
     champion = registry.version_by_alias(model_name)

@@ -12,7 +12,9 @@ and ``shoprec/metrics.py`` (torch only) from this checkout. Writes one JSON file
 Training stops when the next epoch would start after ``--budget-min`` minutes of training+validation
 time (or RecBole's early stopping, patience 10, if that comes first). ``--budget-clock wall`` counts
 wall-clock time; ``--budget-clock cpu`` counts the process's CPU time, which on a machine shared with
-other jobs gives RecBole the same work as that many minutes on a quiet core (with ``--threads 1``). The data is
+other jobs gives RecBole the same work as that many minutes on a quiet core (with ``--threads 1``). ``--deadline``
+(a wall-clock time) also stops it before an epoch that would end after that time, for a session that must finish by
+then; the best epoch so far is still tested under both protocols, and ``stopped_by`` says which limit ended it. The data is
 ``Beauty.txt`` written as a RecBole atomic file, the k-th item of a user having timestamp k, so the
 leave-one-out split (``LS: valid_and_test``, time order) is the same as S3-Rec's and shoprec's.
 
@@ -107,6 +109,19 @@ def shoprec_protocol(model, loader, dataset, seqs: dict[str, list[str]], cut: in
     return sm.finish(sums)
 
 
+def stop_reason(budget_used: float, budget: float, stale: int, patience: int, now: float, last_epoch_wall: float,
+                deadline: float | None) -> str | None:
+    """Why no further epoch starts, or None: the budget is spent, validation has not risen for ``patience``
+    epochs, or an epoch as long as the last one (training+validation, wall time) would end after ``deadline``."""
+    if budget_used > budget:
+        return "budget"
+    if stale >= patience:
+        return "early stopping"
+    if deadline is not None and now + last_epoch_wall > deadline:
+        return "deadline"
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, choices=["SASRec", "BERT4Rec", "SASRecF"])
@@ -121,6 +136,10 @@ def main() -> None:
                     help="what the budget counts: wall-clock seconds or this process's CPU seconds")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=300)
+    ap.add_argument("--deadline", default=None, metavar="UNIX_SECONDS",
+                    help="a wall-clock time (seconds since the epoch) by which training must end: no epoch starts that "
+                         "the last epoch's wall time (training+validation) says would end after it; the best epoch so "
+                         "far is then tested as usual (stopped_by: deadline)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
@@ -172,8 +191,11 @@ def main() -> None:
     clock_start = clock()
     train_seconds = train_cpu = 0.0
     extra = extra_clock = extra_cpu = 0.0  # our own re-scoring under shoprec's protocol: not RecBole's time
+    stopped_by, last_epoch_wall = None, 0.0
     for epoch in range(a.epochs):
-        if clock() - clock_start - extra_clock > 60 * a.budget_min or stale >= cfg["stopping_step"]:
+        stopped_by = stop_reason(clock() - clock_start - extra_clock, 60 * a.budget_min, stale, cfg["stopping_step"],
+                                 time.time(), last_epoch_wall, float(a.deadline) if a.deadline else None)
+        if stopped_by:
             break
         t0, c0 = time.perf_counter(), time.process_time()
         model.train()
@@ -200,6 +222,7 @@ def main() -> None:
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
+        last_epoch_wall = time.perf_counter() - t0
         Path(a.out).with_suffix(".partial.json").write_text(json.dumps({"curve": curve}, indent=2))
     total_wall, total_cpu = time.perf_counter() - t_start - extra, time.process_time() - cpu_start - extra_cpu
     if best_state is None:
@@ -214,7 +237,7 @@ def main() -> None:
     out = {
         "model": a.model, "recbole": "1.2.1", "parameters": n_params, "threads": a.threads,
         "budget_minutes": a.budget_min, "budget_clock": a.budget_clock, "epochs_run": len(curve), "best_epoch": best_epoch,
-        "stopped_by": "budget" if stale < cfg["stopping_step"] and len(curve) < a.epochs else "early stopping",
+        "stopped_by": stopped_by or "epochs", "deadline": float(a.deadline) if a.deadline else None,
         "train_seconds": train_seconds, "train_cpu_seconds": train_cpu, "wall_seconds": total_wall,
         "cpu_seconds": total_cpu,
         "train_interactions_per_epoch": len(train_data._dataset),

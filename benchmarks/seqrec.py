@@ -427,6 +427,12 @@ def peer_row(r: dict) -> dict:
         "budget_minutes": r["budget_minutes"], "budget_clock": r.get("budget_clock"), "threads": r["threads"],
         "parameters": r["parameters"], "train_seconds": r["train_seconds"], "train_cpu_seconds": r["train_cpu_seconds"],
         "wall_seconds": r["wall_seconds"], "epoch_seconds_median": r["epoch_seconds_median"],
+        # CPU seconds of training+validation in all (without the re-scoring under shoprec's protocol) and up to the
+        # end of the best epoch: the cost to reach the peer's best; runs from before these were kept lack them
+        **{k: v for k, v in (("cpu_seconds", r.get("cpu_seconds")), ("deadline", r.get("deadline")),
+                             ("cpu_seconds_to_best", next((c.get("cpu_seconds_total") for c in r["curve"]
+                                                           if c.get("epoch") == r["best_epoch"]), None)))
+           if v is not None},
         "valid_curve": r["curve"],
     }
 

@@ -58,3 +58,13 @@ def test_beautys_attribute_file_covers_every_item(peer, tmp_path):
     seqs = peer.write_atomic(data, tmp_path, "beauty")
     items = {i for s in seqs.values() for i in s}
     assert peer.write_item_features(data.with_name("Beauty_item2attributes.json"), tmp_path, "beauty", items) == len(items)
+
+
+def test_an_epoch_starts_only_within_budget_patience_and_deadline(peer):
+    stop = peer.stop_reason
+    assert stop(100.0, 2400.0, 0, 10, now=1000.0, last_epoch_wall=300.0, deadline=None) is None
+    assert stop(2401.0, 2400.0, 0, 10, now=1000.0, last_epoch_wall=300.0, deadline=None) == "budget"
+    assert stop(100.0, 2400.0, 10, 10, now=1000.0, last_epoch_wall=300.0, deadline=None) == "early stopping"
+    # the next epoch, as long as the last, would end after the deadline: the best so far is tested instead
+    assert stop(100.0, 2400.0, 0, 10, now=1000.0, last_epoch_wall=300.0, deadline=1200.0) == "deadline"
+    assert stop(100.0, 2400.0, 0, 10, now=1000.0, last_epoch_wall=150.0, deadline=1200.0) is None

@@ -127,3 +127,13 @@ def test_merge_only_adds_a_sasrecf_peer_and_bsarecs_published_figures(bench, tmp
     assert saved["published"]["BSARec"]["ndcg@10"] == 0.0611 and "BSARec_Beauty_best.log" in saved["published"]["BSARec"]["source"]
     with pytest.raises(SystemExit, match="--seed-mean"):
         bench.merge_only(result, [], [], {}, ["m=shoprec-best,missing"], [], "")
+    assert "cpu_seconds_to_best" not in peer  # the curve kept no CPU seconds
+    # a run that kept its CPU seconds: the total and the cost up to its best epoch go in the row
+    timed = tmp_path / "timed.json"
+    timed.write_text(json.dumps({**recbole_run([0.01, 0.05, 0.04], 0.05, "deadline"), "model": "SASRecF",
+                                 "cpu_seconds": 900.0, "deadline": 1.0e9,
+                                 "curve": [{"epoch": i, "valid_ndcg@10": v, "cpu_seconds_total": 300.0 * (i + 1)}
+                                           for i, v in enumerate([0.01, 0.05, 0.04])]}))
+    bench.merge_only(result, [], [f"timed={timed}"], {}, [], [], "")
+    timed_peer = json.loads(result.read_text())["peers"]["timed"]
+    assert (timed_peer["cpu_seconds"], timed_peer["cpu_seconds_to_best"], timed_peer["stopped_by"]) == (900.0, 600.0, "deadline")

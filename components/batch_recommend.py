@@ -10,15 +10,10 @@ def batch_plan(features: Input[Dataset], model_name: str, version: str, shards: 
     @champion's now) and the date (empty: today, UTC). One JSON spec per shard for the fan-out."""
     import json
 
-    from shoprec.registry.versions import version_by_alias
-    from shoprec.seqrec.batch import plan_batch
+    from shoprec.seqrec.batch import pinned_version, plan_batch
 
-    if not version:
-        champion = version_by_alias(model_name)
-        if champion is None:
-            raise RuntimeError(f"{model_name} has no @champion to make the night's recommendations with")
-        version = str(champion.version)
-    return [json.dumps(spec) for spec in plan_batch(features.path, shards, model_name, version, date)]
+    specs = plan_batch(features.path, shards, model_name, pinned_version(model_name, version), date)
+    return [json.dumps(spec) for spec in specs]
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -43,14 +38,10 @@ def batch_commit(parts: Input[list[Dataset]], data_uri: str, dest_uri: str, redi
     replacing an earlier run of the same (date, version); then load Redis when a URL is given (redis_url, else
     SHOPREC_REC_STORE_URL). Returns the manifest as JSON."""
     import json
-    import os
 
-    from shoprec.seqrec.batch import commit_batch, default_dest, load_into_store
+    from shoprec.seqrec.batch import commit_night
 
-    paths = [p.path for p in parts]
-    manifest = commit_batch(paths, dest_uri or default_dest(data_uri))
-    url = redis_url or os.environ.get("SHOPREC_REC_STORE_URL", "")
-    manifest["store"] = load_into_store(paths, url, ttl_s=store_ttl_s) if url else 0
+    manifest = commit_night([p.path for p in parts], data_uri, dest_uri, redis_url, ttl_s=store_ttl_s)
     for key in ("shoppers", "rows", "shards", "store"):
         metrics.log_metric(key, manifest[key])
     return json.dumps(manifest)

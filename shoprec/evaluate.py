@@ -22,7 +22,7 @@ import pandas as pd
 
 from shoprec import metrics
 from shoprec.data.features import load_items, load_sequences
-from shoprec.seqrec.recommend import Recommender, popularity_ranks_counted
+from shoprec.seqrec.recommend import Recommender, history_counts, popularity_ranks_counted
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,7 @@ def popularity_counts(features: str | Path) -> dict[str, int]:
         c = c[(c["history_count"] > 0) | (c["target_count"] > 0)]
         return dict(zip(c["item_id"], c["history_count"].astype(int)))
     histories, targets = test_pairs(features)  # features written before item counts: one pass over all
-    counts = {t: 0 for t in targets}
-    for h in histories:
-        for i in h:
-            counts[i] = counts.get(i, 0) + 1
-    return counts
+    return history_counts(histories, targets)
 
 
 def evaluate_shard(model_dir: str | Path, features: str | Path, shard: int = 0, shards: int = 1,

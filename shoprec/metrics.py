@@ -30,17 +30,18 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: list[list
     return torch.where(torch.isinf(target_score.squeeze(1)), torch.full_like(ahead, MISS), ahead)
 
 
-def metric_sums(ranks: torch.Tensor, ks=KS) -> dict[str, float]:
+def metric_sums(ranks: torch.Tensor, ks=KS, weights: torch.Tensor | None = None) -> dict[str, float]:
     """Sums (not means) so shards from several processes add up before dividing. A rank of ``MISS`` (or inf) is a
-    miss: 0 for every hit rate, NDCG and MRR."""
+    miss: 0 for every hit rate, NDCG and MRR. ``weights``: how many targets got each of ``ranks`` (default 1 each)."""
     r = ranks.double()
     r = torch.where(r >= MISS, float("inf"), r)
-    out = {"count": float(len(r)), "mrr": (1.0 / (r + 1)).sum().item()}
+    w = torch.ones_like(r) if weights is None else weights.double()
+    out = {"count": w.sum().item(), "mrr": (w / (r + 1)).sum().item()}
     for k in ks:
         hit = r < k
-        out[f"hr@{k}"] = hit.double().sum().item()
-        out[f"ndcg@{k}"] = torch.where(hit, 1.0 / torch.log2(r + 2), torch.zeros_like(r)).sum().item()
-        out[f"mrr@{k}"] = torch.where(hit, 1.0 / (r + 1), torch.zeros_like(r)).sum().item()
+        out[f"hr@{k}"] = torch.where(hit, w, torch.zeros_like(r)).sum().item()
+        out[f"ndcg@{k}"] = torch.where(hit, w / torch.log2(r + 2), torch.zeros_like(r)).sum().item()
+        out[f"mrr@{k}"] = torch.where(hit, w / (r + 1), torch.zeros_like(r)).sum().item()
     return out
 
 
@@ -60,18 +61,11 @@ def add_counts(a: dict, b: dict) -> dict[int, int]:
 
 
 def sums_of_rank_counts(counts: dict, ks=KS) -> dict[str, float]:
-    """:func:`metric_sums` of the ranks that ``counts`` counts, summed in rank order (``math.fsum``): the same
-    figures for the same counts however they were split, so sharded evaluation equals one pass exactly."""
-    import math
-
+    """:func:`metric_sums` of the ranks that ``counts`` counts, in rank order: the same figures for the same counts
+    however they were split, so sharded evaluation equals one pass exactly."""
     items = sorted((int(r), int(c)) for r, c in counts.items())
-    out = {"count": float(sum(c for _, c in items)),
-           "mrr": math.fsum(c / (r + 1) for r, c in items if r < MISS)}
-    for k in ks:
-        out[f"hr@{k}"] = float(sum(c for r, c in items if r < k))
-        out[f"ndcg@{k}"] = math.fsum(c / math.log2(r + 2) for r, c in items if r < k)
-        out[f"mrr@{k}"] = math.fsum(c / (r + 1) for r, c in items if r < k)
-    return out
+    return metric_sums(torch.tensor([r for r, _ in items], dtype=torch.int64), ks,
+                       weights=torch.tensor([c for _, c in items], dtype=torch.float64))
 
 
 def finish(sums: dict[str, float]) -> dict[str, float]:

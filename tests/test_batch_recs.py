@@ -18,6 +18,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from shoprec.data import shards as shards_module
 from shoprec.seqrec import batch
 from tests.conftest import free_port, start_service
 
@@ -47,15 +48,18 @@ def committed(tiny_model, tiny_features, tmp_path_factory):
 
 
 def test_shard_of_is_stable_and_spreads():
-    assert batch.shard_of("u000001", 4) == batch.shard_of("u000001", 4)
-    # blake2b, not Python's salted hash: the same in another interpreter
-    code = "from shoprec.seqrec.batch import shard_of; print(shard_of('u000001', 1000))"
+    # the batch shards by the features' shopper hash (shoprec.data.shards), never Python's salted hash
+    def shard_of(user_id: str, shards: int) -> int:
+        return int(shards_module.shard_of([user_id], shards)[0])
+
+    assert shard_of("u000001", 4) == shard_of("u000001", 4)
+    code = "from shoprec.data.shards import shard_of; print(shard_of(['u000001'], 1000)[0])"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": "123"}).stdout.strip()
-    assert int(other) == batch.shard_of("u000001", 1000)
+    assert int(other) == shard_of("u000001", 1000)
     counts = [0] * 4
     for i in range(4000):
-        counts[batch.shard_of(f"u{i:06d}", 4)] += 1
+        counts[shard_of(f"u{i:06d}", 4)] += 1
     assert min(counts) > 800
 
 

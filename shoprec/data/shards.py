@@ -63,6 +63,13 @@ def shard_of(user_ids, shards: int) -> np.ndarray:
     return ((shopper_keys(user_ids) * shards) >> KEY_BITS).astype(np.int64)
 
 
+def shard_numbers(shards: int) -> list[int]:
+    """0..shards-1, the fan-out of the features and evaluation tasks."""
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, not {shards}")
+    return list(range(shards))
+
+
 def rank_share(n: int, rank: int, world: int) -> tuple[int, int]:
     """Rows ``[start, stop)`` of ``n`` that rank ``rank`` of ``world`` takes (contiguous, sizes differ by at most 1)."""
     return n * rank // world, n * (rank + 1) // world

@@ -1,4 +1,4 @@
-"""Where raw data lives: a local folder or ``s3://bucket/prefix``, read through one small API.
+"""Where data lives: a local folder or ``s3://bucket/prefix``, read and written through one small API.
 
 S3 access goes through boto3, which takes its endpoint from ``AWS_ENDPOINT_URL`` (MinIO, moto) and
 retries throttling and connection errors itself (botocore "standard" retry mode); we only add a clear
@@ -8,6 +8,7 @@ error naming the endpoint when the retries run out.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,50 @@ def read_bytes(uri: str) -> bytes:
         except Exception as e:
             raise StorageError(f"cannot read {uri} at {_endpoint()}: {e}") from e
     return Path(uri).read_bytes()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """``data`` to a file or an S3 object (``s3://bucket/key``)."""
+    if uri.startswith("s3://"):
+        loc = S3Location.parse(uri)
+        try:
+            s3_client().put_object(Bucket=loc.bucket, Key=loc.prefix, Body=data)
+        except Exception as e:
+            raise StorageError(f"cannot write {uri} at {_endpoint()}: {e}") from e
+        return
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    Path(uri).write_bytes(data)
+
+
+def copy_file(local: str | Path, uri: str) -> None:
+    """A local file to a path or an S3 object."""
+    if uri.startswith("s3://"):
+        loc = S3Location.parse(uri)
+        try:
+            s3_client().upload_file(str(local), loc.bucket, loc.prefix)
+        except Exception as e:
+            raise StorageError(f"cannot write {uri} at {_endpoint()}: {e}") from e
+        return
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(local, uri)
+
+
+def remove_tree(uri: str) -> int:
+    """Delete everything under a folder or an S3 prefix; returns how many files."""
+    if uri.startswith("s3://"):
+        loc, client, n = S3Location.parse(uri), s3_client(), 0
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.prefix + "/"):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=loc.bucket, Delete={"Objects": keys, "Quiet": True})
+                n += len(keys)
+        return n
+    path = Path(uri)
+    if not path.exists():
+        return 0
+    n = sum(1 for f in path.rglob("*") if f.is_file())
+    shutil.rmtree(path)
+    return n
 
 
 def join(uri: str, name: str) -> str:

@@ -2,9 +2,9 @@
 
 Three steps, each a pipeline task (``components/batch_recommend.py``):
 
-- :func:`plan_batch` splits the window's shoppers (those with a sequence in the features) into ``shards`` by a
-  stable hash of ``user_id`` (:func:`shard_of`, blake2b; never Python's salted ``hash``) and pins the model
-  version and the date;
+- :func:`plan_batch` splits the window's shoppers (those with a sequence in the features) into ``shards`` by the
+  stable shopper hash the features are sharded by (:func:`shoprec.data.shards.shard_of`) and pins the model
+  version and the date (:func:`pinned_version`: the @champion's when none is given);
 - :func:`batch_recommend_shard` scores one shard's shoppers with the model (their whole window as history, seen
   items excluded) and writes ``part-NNNNN.parquet``: ``user_id, rank, item_id, title, score, model_name,
   model_version, date``, ``k`` rows per shopper (fewer only when a shopper has seen nearly every item);
@@ -19,22 +19,24 @@ equal length (no padding), so the result of any shard count equals the one-shard
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import shutil
+import os
 import time
 from collections import defaultdict
 from datetime import date as Date
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from shoprec.data.features import load_items, load_sequences
-from shoprec.data.storage import S3Location, StorageError, join, read_bytes, s3_client
+from shoprec.data.rec_store import URL_ENV as REC_STORE_ENV
+from shoprec.data.shards import shard_of
+from shoprec.data.storage import StorageError, copy_file, join, read_bytes, remove_tree, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +46,6 @@ SUCCESS = "_SUCCESS"
 SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int16()), ("item_id", pa.string()),
                     ("title", pa.string()), ("score", pa.float32()), ("model_name", pa.string()),
                     ("model_version", pa.string()), ("date", pa.string())])
-
-
-def shard_of(user_id: str, shards: int) -> int:
-    """The shard of a shopper: a stable hash (the same in every process and Python), modulo ``shards``."""
-    digest = hashlib.blake2b(user_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % shards
 
 
 def batch_date(value: str = "") -> str:
@@ -80,15 +76,25 @@ def active_shoppers(features: str | Path) -> tuple[list[str], list[list[str]]]:
     return users, [[item_ids[i] for i in s] for s in seqs]
 
 
+def pinned_version(model_name: str, version: str = "") -> str:
+    """``version``, or the version ``model_name``'s @champion points at now (so every shard scores the same one)."""
+    if version:
+        return str(version)
+    from shoprec.registry.versions import version_by_alias
+
+    champion = version_by_alias(model_name)
+    if champion is None:
+        raise RuntimeError(f"{model_name} has no @champion to make the night's recommendations with")
+    return str(champion.version)
+
+
 def plan_batch(features: str | Path, shards: int, model_name: str = "", version: str = "", date: str = "") -> list[dict]:
     """One spec per shard: ``{"shard", "shards", "shoppers", "model_name", "version", "date"}``."""
     if shards < 1:
         raise ValueError(f"batch shards must be >= 1, got {shards}")
     date = batch_date(date)
     users, _ = active_shoppers(features)
-    counts = [0] * shards
-    for u in users:
-        counts[shard_of(u, shards)] += 1
+    counts = np.bincount(shard_of(users, shards), minlength=shards).tolist() if users else [0] * shards
     log.info("batch plan: %d shoppers in %d shards %s, %s v%s, %s", len(users), shards, counts, model_name, version,
              date)
     return [{"shard": i, "shards": shards, "shoppers": counts[i], "model_name": model_name, "version": str(version),
@@ -112,7 +118,8 @@ def batch_recommend_shard(model_dir: str | Path, features: str | Path, shard: in
     started = time.monotonic()
     rec = rec or Recommender(model_dir)
     users, histories = active_shoppers(features)
-    mine = [(u, rec.encode(h)[0]) for u, h in zip(users, histories) if shard_of(u, shards) == shard]
+    in_shard = shard_of(users, shards) == shard if users else []
+    mine = [(u, rec.encode(h)[0]) for u, h, here in zip(users, histories, in_shard) if here]
     skipped = [u for u, h in mine if not h]  # nothing the model knows: no list rather than popularity in disguise
     mine = [(u, h) for u, h in mine if h]
     max_len = rec.model.cfg.max_len
@@ -187,61 +194,24 @@ def _read_parts(parts: list[str | Path]) -> list[dict]:
     return sorted(infos, key=lambda i: i["shard"])
 
 
-def _remove(uri: str) -> int:
-    """Delete everything under a partition (a folder or an S3 prefix); returns how many files."""
-    if uri.startswith("s3://"):
-        loc, client = S3Location.parse(uri), s3_client()
-        n = 0
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.prefix + "/"):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=loc.bucket, Delete={"Objects": keys, "Quiet": True})
-                n += len(keys)
-        return n
-    path = Path(uri)
-    if not path.exists():
-        return 0
-    n = sum(1 for p in path.rglob("*") if p.is_file())
-    shutil.rmtree(path)
-    return n
-
-
-def _put(local: Path | None, uri: str, data: bytes | None = None) -> None:
-    if uri.startswith("s3://"):
-        loc = S3Location.parse(uri)
-        try:
-            if local is not None:
-                s3_client().upload_file(str(local), loc.bucket, loc.prefix)
-            else:
-                s3_client().put_object(Bucket=loc.bucket, Key=loc.prefix, Body=data)
-        except Exception as e:
-            raise StorageError(f"cannot write {uri}: {e}") from e
-        return
-    Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    if local is not None:
-        shutil.copyfile(local, uri)
-    else:
-        Path(uri).write_bytes(data)
-
-
 def commit_batch(parts: list[str | Path], dest_uri: str) -> dict:
     """Write the shards' parts under ``dest_uri/date=D/version=N/`` (replacing what was there), then
     ``_manifest.json`` and ``_SUCCESS``; returns the manifest."""
     infos = _read_parts(parts)
     first = infos[0]
     where = partition_uri(dest_uri, first["date"], first["version"])
-    removed = _remove(where)
+    removed = remove_tree(where)
     if removed:
         log.info("batch commit: replacing %d files of an earlier run at %s", removed, where)
     for info in infos:
-        _put(Path(info["dir"]) / info["part"], join(where, info["part"]))
+        copy_file(Path(info["dir"]) / info["part"], join(where, info["part"]))
     manifest = {"model_name": first["model_name"], "version": first["version"], "date": first["date"],
                 "k": first["k"], "shards": first["shards"], "shoppers": sum(i["shoppers"] for i in infos),
                 "rows": sum(i["rows"] for i in infos), "skipped": sum(i["skipped"] for i in infos),
                 "parts": [i["part"] for i in infos], "shard_seconds": [i["seconds"] for i in infos],
                 "uri": where, "committed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    _put(None, join(where, MANIFEST), json.dumps(manifest, indent=2).encode())
-    _put(None, join(where, SUCCESS), b"")
+    write_bytes(join(where, MANIFEST), json.dumps(manifest, indent=2).encode())
+    write_bytes(join(where, SUCCESS), b"")
     log.info("batch commit: %d shoppers, %d rows of %s v%s for %s at %s", manifest["shoppers"], manifest["rows"],
              manifest["model_name"], manifest["version"], manifest["date"], where)
     return manifest
@@ -290,3 +260,14 @@ def load_into_store(parts: list[str | Path], url: str, ttl_s: int = 0) -> int:
         return store.write(shopper_lists(pa.concat_tables(tables)), first["version"], first["date"], ttl_s=ttl_s)
     finally:
         store.close()
+
+
+def commit_night(parts: list[str | Path], data_uri: str, dest_uri: str = "", redis_url: str = "",
+                 ttl_s: int = 2 * 86400) -> dict:
+    """The pipeline's commit: :func:`commit_batch` to ``dest_uri`` (empty: :func:`default_dest` of ``data_uri``),
+    then :func:`load_into_store` when a store URL is given (``redis_url``, else ``SHOPREC_REC_STORE_URL``); the
+    manifest with ``store``, how many shoppers went into the store (0: none configured)."""
+    manifest = commit_batch(parts, dest_uri or default_dest(data_uri))
+    url = redis_url or os.environ.get(REC_STORE_ENV, "")
+    manifest["store"] = load_into_store(parts, url, ttl_s=ttl_s) if url else 0
+    return manifest

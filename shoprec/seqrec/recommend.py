@@ -87,11 +87,16 @@ class Recommender:
 
 def popularity_ranks(train_histories: list[list[str]], histories: list[list[str]], targets: list[str]) -> torch.Tensor:
     """Ranks under the most-popular baseline (counts over the histories), history items excluded."""
+    return popularity_ranks_counted(history_counts(train_histories, targets), histories, targets)
+
+
+def history_counts(train_histories: list[list[str]], targets: list[str]) -> dict[str, int]:
+    """Item id -> how often it is in ``train_histories``, for every item there and every target (0 if none)."""
     counts = {t: 0 for t in targets}
     for h in train_histories:
         for i in h:
             counts[i] = counts.get(i, 0) + 1
-    return popularity_ranks_counted(counts, histories, targets)
+    return counts
 
 
 def popularity_ranks_counted(counts: dict[str, int], histories: list[list[str]], targets: list[str],

@@ -73,7 +73,6 @@ sys.path.insert(0, str(REPO))
 
 PLAN = REPO / "benchmarks" / "seqrec_gpu_plan.json"
 BEAUTY = Path(os.environ.get("SHOPREC_SHARED_DATA", REPO.parent / "shared" / "data")) / "amazon-s3rec" / "Beauty.txt"
-ADOPTED = "gpu-adopted"
 # What comes back from a device call: at most 8 files under $OUT, 16 MiB each, 64 MiB together, two folders down at
 # most (/work/.library/device/README.md). All the runs' small files go in one JSON; checkpoint tars take the rest.
 RETURNED = "seqrec-gpu-runs.json"
@@ -410,31 +409,34 @@ def select(plan: dict, root: Path) -> dict:
 
 
 def merge_command(plan: dict, root: Path, out: str, python: str = sys.executable) -> list[str]:
-    """``benchmarks/seqrec.py --merge-only`` with every finished run of the plan (``--also gpu-NAME=FOLDER``), and,
-    once all runs are there, the plan's choice (:func:`select`): the adopted candidate's seed mean as ``gpu-adopted``,
-    each other one's as ``gpu-exploratory-CANDIDATE``, and the plan, its revision and the choice as a note."""
+    """``benchmarks/seqrec.py --merge-only`` with every finished run of the plan (``--also PREFIX-NAME=FOLDER``,
+    PREFIX the plan's ``row_prefix``, gpu by default, its note's first words the plan's ``title``), and, once all
+    runs are there, the plan's choice (:func:`select`): the adopted candidate's seed mean as ``PREFIX-adopted``,
+    each other one's as ``PREFIX-exploratory-CANDIDATE``, and the plan, its revision and the choice as a note."""
+    prefix = plan.get("row_prefix", "gpu")  # a CPU plan's rows are cpu-NAME
+    adopted = f"{prefix}-adopted"
     rel = root.relative_to(REPO) if root.is_absolute() and root.is_relative_to(REPO) else root
     cmd = [python, "benchmarks/seqrec.py", "--merge-only", "--out", out]
     runs = [r for r in plan["runs"] if finished(root / r["name"]) is not None]
     if not runs:
         raise SystemExit(f"no finished run under {root}")
     for r in runs:
-        cmd += ["--also", f"gpu-{r['name']}={rel / r['name']}"]
+        cmd += ["--also", f"{prefix}-{r['name']}={rel / r['name']}"]
     selection = select(plan, root) if len(runs) == len(plan["runs"]) else None
-    note = (f"GPU runs of benchmarks/seqrec_gpu_plan.json (seqrec_gpu_runs.py; each row's trained_by holds its "
-            f"command and device), revised {plan.get('revised', '(never)')} Rule, fixed before the runs: "
-            f"{plan['selection_rule']}")
+    title = plan.get("title", "GPU runs of benchmarks/seqrec_gpu_plan.json")
+    note = (f"{title} (seqrec_gpu_runs.py; each row's trained_by holds its command and device), revised "
+            f"{plan.get('revised', '(never)')} Rule, fixed before the runs: {plan['selection_rule']}")
     if selection:
         for c in plan["candidates"]:
-            key = ADOPTED if c["name"] == selection["chosen"] else f"gpu-exploratory-{c['name']}"
-            cmd += ["--seed-mean", key + "=" + ",".join(f"gpu-{r['name']}" for r in candidate_runs(plan, c["name"]))]
+            key = adopted if c["name"] == selection["chosen"] else f"{prefix}-exploratory-{c['name']}"
+            cmd += ["--seed-mean", key + "=" + ",".join(f"{prefix}-{r['name']}" for r in candidate_runs(plan, c["name"]))]
         note += " Mean validation NDCG@10 over the seeds: " + "; ".join(
             f"{k} {v['mean_valid_ndcg@10']:.4f} (" + ", ".join(
                 f"seed {r['seed']} {r['valid_ndcg@10']:.4f} {r['stopped_by']}" for r in v['runs'].values()) + ")"
             for k, v in selection["candidates"].items())
         note += (f"; adopted: {selection['chosen']} ({selection['recipe']}, overrides "
-                 f"{json.dumps(selection['overrides'])}): seed_means['{ADOPTED}'] is the single-model figure, the "
-                 f"other candidates (seed_means['gpu-exploratory-*'] and their rows) are exploratory.")
+                 f"{json.dumps(selection['overrides'])}): seed_means['{adopted}'] is the single-model figure, the "
+                 f"other candidates (seed_means['{prefix}-exploratory-*'] and their rows) are exploratory.")
     else:
         missing = [r["name"] for r in plan["runs"] if r not in runs]
         note += f" Not all runs finished ({missing}): no choice made, every row here is exploratory."

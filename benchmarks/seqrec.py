@@ -359,7 +359,8 @@ def main() -> None:
 
 def also_row(spec: str, command: str) -> tuple[str, dict]:
     """``NAME=FOLDER`` of a finished run as a model row; the folder's ``run.json`` (how it was trained, written by
-    ``seqrec_gpu_runs.py``), when there is one, goes in as ``trained_by``."""
+    ``seqrec_gpu_runs.py``), when there is one, goes in as ``trained_by``, and its ``test_recbole_protocol.json``
+    (``seqrec_protocols.py``) as ``test_recbole_protocol``."""
     name, _, folder = spec.partition("=")
     if not name or not folder or not (Path(folder) / "metrics.json").exists():
         raise SystemExit(f"--also {spec!r}: expected NAME=FOLDER of a finished run (with metrics.json)")
@@ -369,6 +370,10 @@ def also_row(spec: str, command: str) -> tuple[str, dict]:
         row["stopped_by"] = s["stopped_by"]
     if (Path(folder) / "run.json").exists():
         row["trained_by"] = json.loads((Path(folder) / "run.json").read_text())
+    protocols = Path(folder) / "test_recbole_protocol.json"  # written by seqrec_protocols.py
+    if protocols.exists():
+        both = json.loads(protocols.read_text())
+        row["test_recbole_protocol"] = both["test_recbole_protocol"] | {"command": both["command"]}
     return name, row
 
 

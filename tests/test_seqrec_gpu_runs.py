@@ -41,6 +41,14 @@ def test_plan_parses_and_fixes_the_seeds_and_the_rule_in_advance(gpu):
     assert f"run --parallel {plan['parallel']} " in gpu.__doc__ and "timeout_s=600" in gpu.__doc__
 
 
+def test_the_cpu_plan_is_the_reproduction_at_the_same_seeds_with_grouped_batches(gpu):
+    cpu = gpu.load_plan(REPO / "benchmarks" / "seqrec_cpu_plan.json")
+    assert cpu["seeds"] == gpu.load_plan()["seeds"] and [c["recipe"] for c in cpu["candidates"]] == [
+        "configs/seqrec/bsarec.yaml"] and cpu["row_prefix"] == "cpu"
+    config = gpu.training_config(cpu, cpu["runs"][0])
+    assert config["group_by_length"] is True and config["model"]["filter_c"] == 5 and config["amp"] is False
+
+
 def test_commands_are_torchrun_commands_of_the_recipe_with_the_seed(gpu):
     from shoprec.seqrec.train import load_recipe
 
@@ -231,11 +239,18 @@ def test_runs_go_side_by_side_end_to_end_into_the_result_file(gpu, tiny_features
 
     gpu.main(["select", "--plan", str(plan)])
     assert json.loads((tmp_path / "runs" / "selection.json").read_text())["chosen"] == "tiny-bsarec"
+    # seed 2 scored under RecBole's protocol too (history kept): the row carries it
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "benchmarks/seqrec_protocols.py", "--features", str(tiny_features),
+                    str(tmp_path / "runs" / "tiny-bsarec-seed2")], cwd=REPO, check=True, env=env)
     result = tmp_path / "result.json"
     result.write_text(json.dumps({"models": {"shoprec-best": {"ndcg@10": 0.0559}}, "notes": ["old"]}))
     cmd = gpu.merge_command(gpu.load_plan(plan), tmp_path / "runs", str(result))
-    subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(cmd, cwd=REPO, check=True, env=env)
     merged = json.loads(result.read_text())
+    kept = merged["models"]["gpu-tiny-bsarec-seed2"]["test_recbole_protocol"]
+    assert {"ndcg@10", "hr@10", "command"} <= set(kept) and "seqrec_protocols.py" in kept["command"]
+    assert "test_recbole_protocol" not in merged["models"]["gpu-tiny-bsarec-seed1"]
     assert set(merged["models"]) == {"shoprec-best", "gpu-tiny-bsarec-seed1", "gpu-tiny-bsarec-seed2"}
     row = merged["models"]["gpu-tiny-bsarec-seed2"]
     assert row["trained_by"]["seed"] == 2 and "--merge-only" in row["command"]
@@ -247,6 +262,12 @@ def test_runs_go_side_by_side_end_to_end_into_the_result_file(gpu, tiny_features
     assert {e["seed"] for e in adopted["each"].values()} == {1, 2}
     assert merged["notes"][0] == "old" and "adopted: tiny-bsarec" in merged["notes"][-1]
     assert merged["published"]["BSARec"]["ndcg@10"] == 0.0611
+    # a plan's row_prefix and title name its rows and note (the CPU plan's are cpu-*)
+    cpu_plan = json.loads(plan.read_text()) | {"row_prefix": "cpu", "title": "CPU runs of a tiny plan"}
+    plan.write_text(json.dumps(cpu_plan))
+    cmd = gpu.merge_command(gpu.load_plan(plan), tmp_path / "runs", str(result))
+    assert "cpu-adopted=cpu-tiny-bsarec-seed1,cpu-tiny-bsarec-seed2" in cmd and "gpu-" not in " ".join(cmd[:-1])
+    assert cmd[-1].startswith("CPU runs of a tiny plan") and "seed_means['cpu-adopted']" in cmd[-1]
 
 
 def test_beauty_features_are_prepared_for_the_device(gpu, tmp_path):

@@ -112,3 +112,17 @@ def test_configs_saved_before_options_left_still_load_but_a_used_one_is_refused(
             build(d)
     with pytest.raises(ValueError, match="unknown SeqRecConfig field"):
         SeqRecConfig.from_dict({"d_modle": 32})
+
+
+def test_recbole_protocol_ranks_the_history_too():
+    """With history removed a repeat target is a miss; RecBole's protocol (history kept) ranks it like any item."""
+    from shoprec import metrics
+    from shoprec.seqrec.model import SeqRec, SeqRecConfig
+
+    torch.manual_seed(0)
+    model = SeqRec(SeqRecConfig(n_items=6, max_len=5, d_model=8, n_heads=1, n_layers=1, dropout=0.0))
+    seqs = [[1, 2, 3, 2], [4, 5, 6, 1]]  # test targets: 2 (seen before: a repeat) and 1 (new)
+    removed = metrics.finish(evaluate_split(model, seqs, "test", 8, "cpu"))
+    kept = metrics.finish(evaluate_split(model, seqs, "test", 8, "cpu", remove_history=False))
+    assert removed["hr@20"] == 0.5  # the repeat cannot be hit, the new item always is (7 candidates)
+    assert kept["hr@20"] == 1.0

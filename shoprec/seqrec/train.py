@@ -229,8 +229,10 @@ def length_grouped_batches(indices: list[int], lengths: list[int], batch_size: i
 
 
 def evaluate_split(model: SeqRec, seqs: list[list[int]], split: str, batch_size: int, device,
-                   rank: int = 0, world: int = 1) -> dict[str, float]:
-    """Leave-one-out metrics summed over this process's share of users (``split``: valid or test)."""
+                   rank: int = 0, world: int = 1, remove_history: bool = True) -> dict[str, float]:
+    """Leave-one-out metrics summed over this process's share of users (``split``: valid or test).
+    ``remove_history``: the user's earlier items are not candidates (shoprec's protocol); False ranks them too,
+    as RecBole's full-sort protocol for sequential models does (a repeat target can then be hit)."""
     cut = 2 if split == "valid" else 1
     # sorted by length, so each batch is cut to about its own length; the sums do not depend on order
     mine = sorted((s for s in seqs[rank::world] if len(s) >= 3), key=lambda s: min(len(s), model.cfg.max_len + cut))
@@ -241,7 +243,7 @@ def evaluate_split(model: SeqRec, seqs: list[list[int]], split: str, batch_size:
         histories = [s[:-cut] for s in chunk]
         targets = torch.tensor([s[-cut] for s in chunk], dtype=torch.long)
         scores = model.next_item_scores(left_pad(histories, model.cfg.max_len).to(device)).float().cpu()
-        ranks = metrics.target_ranks(scores, targets, exclude=histories)
+        ranks = metrics.target_ranks(scores, targets, exclude=histories if remove_history else None)
         sums = metrics.add(sums, metrics.metric_sums(ranks))
     return sums
 
